@@ -1,0 +1,222 @@
+"""Model hyperparameters: one frozen, JSON-serialisable description of an energy model.
+
+:class:`ModelConfig` describes the local equivariant MPNN; its optional ``long_range``
+field holds the configuration of the global block added to chosen iterations.  Long-range
+blocks are selected by ``kind`` (today ``"efa"``, Euclidean fast attention); new kinds
+(exact all-to-all attention, spherical gating, ...) add a config class and a module
+registered under a new name, without touching the MPNN or the checkpoint format.
+
+Units: lengths (``cutoff``, ``max_length``) in Å, frequencies in rad (``max_frequency``
+is the dimensionless b_max; the largest ERoPE frequency is ``max_frequency / max_length``
+in rad/Å).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, ClassVar
+
+__all__ = ["EFAConfig", "ModelConfig", "LONG_RANGE_CONFIGS", "from_reference_hyperparameters"]
+
+
+@dataclasses.dataclass(frozen=True)
+class EFAConfig:
+    """Euclidean fast attention (ERoPE + Lebedev quadrature), spec §2–§5.
+
+    Attributes:
+      iterations: message-passing iterations (0-based) that get an EFA branch.
+      lebedev_num: number of Lebedev grid points M; must be an available grid size.
+      max_degree: degree of the EFA input features in intermediate iterations
+        (``None`` keeps the degree of the MPNN features).
+      include_pseudotensors: parity of the EFA input in intermediate iterations.
+      qk_features: query/key width F_qk (even); ``None`` means the model width.
+      v_features: value width F_v; ``None`` means the model width.
+      max_frequency: b_max, the largest phase ω·r the grid integrates exactly (rad).
+      max_length: r_max in Å; rotational invariance holds for pair distances up to it.
+      activation: activation on queries and keys (``"gelu"``: e3x gated tanh-GELU;
+        ``"identity"``).
+    """
+
+    kind: ClassVar[str] = "efa"
+    iterations: tuple[int, ...]
+    lebedev_num: int
+    max_frequency: float
+    max_length: float
+    max_degree: int | None = None
+    include_pseudotensors: bool = False
+    qk_features: int | None = None
+    v_features: int | None = None
+    activation: str = "gelu"
+
+    def __post_init__(self):
+        object.__setattr__(self, "iterations", tuple(int(i) for i in self.iterations))
+        if self.qk_features is not None and self.qk_features % 2:
+            raise ValueError(f"EFA qk_features must be even (channel pairs are rotated), got {self.qk_features}")
+        if self.activation not in ("gelu", "identity"):
+            raise ValueError(f"unknown EFA activation {self.activation!r}; use 'gelu' or 'identity'")
+        if not (self.max_length > 0 and self.max_frequency > 0):
+            raise ValueError("EFA max_length and max_frequency must be positive")
+
+    def to_dict(self) -> dict:
+        return {"kind": self.kind, **{f.name: _jsonable(getattr(self, f.name)) for f in dataclasses.fields(self)}}
+
+
+#: long-range block kind -> config class.
+LONG_RANGE_CONFIGS: dict[str, type] = {"efa": EFAConfig}
+
+
+def _jsonable(v):
+    return list(v) if isinstance(v, tuple) else v
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """Hyperparameters of the EFA+MPNN energy model (spec §6).
+
+    Attributes:
+      num_features: feature width F.
+      num_iterations: message-passing iterations T.
+      cutoff: local cutoff in Å.
+      mp_max_degree: maximum degree L of the edge basis.
+      num_basis_functions: radial basis size.
+      radial_basis: e3x radial function name (``reciprocal_bernstein``).
+      cutoff_fn: e3x cutoff function name (``smooth_cutoff``).
+      use_switch: learned mixing x ← x + silu(c)·local + silu(1−c)·long-range.
+      zmax: largest atomic number the embedding accepts is ``zmax - 1``.
+      long_range: config of the long-range block, or ``None`` for a local model.
+    """
+
+    num_features: int
+    num_iterations: int
+    cutoff: float = 5.0
+    mp_max_degree: int = 2
+    num_basis_functions: int = 32
+    radial_basis: str = "reciprocal_bernstein"
+    cutoff_fn: str = "smooth_cutoff"
+    use_switch: bool = True
+    zmax: int = 118
+    long_range: EFAConfig | None = None
+
+    def __post_init__(self):
+        if self.num_iterations < 1 or self.num_features < 1:
+            raise ValueError("num_iterations and num_features must be >= 1")
+        if self.cutoff <= 0:
+            raise ValueError(f"cutoff must be positive (Å), got {self.cutoff}")
+        if self.long_range is not None:
+            bad = [i for i in self.long_range.iterations if not 0 <= i < self.num_iterations]
+            if bad:
+                raise ValueError(f"long-range iterations {bad} outside 0..{self.num_iterations - 1}")
+
+    @property
+    def max_length(self) -> float:
+        """Largest pair distance (Å) for which the model is rotationally invariant (inf if local)."""
+        return math.inf if self.long_range is None else float(self.long_range.max_length)
+
+    def replace(self, **kw) -> "ModelConfig":
+        return dataclasses.replace(self, **kw)
+
+    def to_dict(self) -> dict:
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "long_range"}
+        d["long_range"] = None if self.long_range is None else self.long_range.to_dict()
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ModelConfig":
+        d = dict(d)
+        lr = d.pop("long_range", None)
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown model hyperparameters {unknown}")
+        if lr is not None:
+            lr = dict(lr)
+            kind = lr.pop("kind", "efa")
+            if kind not in LONG_RANGE_CONFIGS:
+                raise ValueError(f"unknown long-range block kind {kind!r}; known: {sorted(LONG_RANGE_CONFIGS)}")
+            lr = LONG_RANGE_CONFIGS[kind](**lr)
+        return cls(**d, long_range=lr)
+
+
+# Reference EnergyModel keywords that we implement and their defaults (spec §6.1).
+_REF_DEFAULTS: dict[str, Any] = {
+    "cutoff": 5.0,
+    "cutoff_fn": "smooth_cutoff",
+    "num_features": 32,
+    "num_iterations": 2,
+    "mp_max_degree": 2,
+    "radial_basis_fn": "reciprocal_bernstein",
+    "mp_num_basis_fn": 32,
+    "use_switch": True,
+    "zmax": 118,
+    "era_use_in_iterations": None,
+    "era_max_degree": None,
+    "era_include_pseudotensors": False,
+    "era_activation_fn": None,
+    "era_max_frequency": None,
+    "era_max_length": None,
+    "era_lebedev_num": None,
+    "era_qk_num_features": None,
+    "era_v_num_features": None,
+}
+# Keywords accepted only at these values (features of the reference we do not implement).
+_REF_UNSUPPORTED: dict[str, Any] = {
+    "num_post_residual_mlps": 0,
+    "self_interaction": False,
+    "atomic_dipole_embedding": False,
+    "era_tensor_integration": False,
+    "emulate_era_block": False,
+    "output_is_zero_at_init": True,
+    "iterated_tensor_products": False,
+}
+_REF_IGNORED = {"era_num_frequencies"}  # a no-op in the reference (spec §5)
+
+
+def from_reference_hyperparameters(hp: dict) -> ModelConfig:
+    """Translate reference ``EnergyModel`` keyword arguments into a :class:`ModelConfig`.
+
+    Raises:
+      ValueError: for unknown keywords, for features we do not implement (tensor
+        integration, dipole embedding, self-interaction, post-residual MLPs), or for an
+        EFA branch without grid/frequency/length settings.
+    """
+    unknown = sorted(set(hp) - set(_REF_DEFAULTS) - set(_REF_UNSUPPORTED) - _REF_IGNORED)
+    if unknown:
+        raise ValueError(f"unknown reference EnergyModel hyperparameters: {unknown}")
+    for k, ok in _REF_UNSUPPORTED.items():
+        if k in hp and hp[k] is not None and hp[k] != ok:
+            raise ValueError(f"reference hyperparameter {k}={hp[k]!r} is not supported by efa-calc (only {ok!r})")
+    p = {**_REF_DEFAULTS, **{k: v for k, v in hp.items() if k in _REF_DEFAULTS}}
+    act = p["era_activation_fn"]
+    if act in (None, "identity"):
+        act = "identity"
+    elif act not in ("gelu",):
+        raise ValueError(f"era_activation_fn={act!r} not supported (use 'gelu')")
+    lr = None
+    if p["era_use_in_iterations"]:
+        missing = [k for k in ("era_lebedev_num", "era_max_frequency", "era_max_length") if p[k] is None]
+        if missing:
+            raise ValueError(f"EFA is enabled (era_use_in_iterations) but {missing} are not set")
+        lr = EFAConfig(
+            iterations=tuple(p["era_use_in_iterations"]),
+            lebedev_num=int(p["era_lebedev_num"]),
+            max_frequency=float(p["era_max_frequency"]),
+            max_length=float(p["era_max_length"]),
+            max_degree=p["era_max_degree"],
+            include_pseudotensors=bool(p["era_include_pseudotensors"]),
+            qk_features=p["era_qk_num_features"],
+            v_features=p["era_v_num_features"],
+            activation=act,
+        )
+    return ModelConfig(
+        num_features=int(p["num_features"]),
+        num_iterations=int(p["num_iterations"]),
+        cutoff=float(p["cutoff"]),
+        mp_max_degree=int(p["mp_max_degree"]),
+        num_basis_functions=int(p["mp_num_basis_fn"]),
+        radial_basis=str(p["radial_basis_fn"]),
+        cutoff_fn=str(p["cutoff_fn"]),
+        use_switch=bool(p["use_switch"]),
+        zmax=int(p["zmax"]),
+        long_range=lr,
+    )
