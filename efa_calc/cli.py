@@ -35,6 +35,32 @@ def _cmd_generate(args) -> int:
     return 0
 
 
+def _cmd_convert_reference(args) -> int:
+    from efa_calc.checkpoint import EnergyShift, save_checkpoint
+    from efa_calc.reference import checkpoint_from_reference
+
+    hp = json.loads(Path(args.hyperparameters).read_text())
+    if "hyperparameters" in hp and isinstance(hp["hyperparameters"], dict):
+        hp = hp["hyperparameters"]  # accept an entry of reference_predictions.json as is
+    shift = EnergyShift(constant=args.energy_shift) if args.energy_shift else None
+    species = args.species.split(",") if args.species else None
+    ckpt = checkpoint_from_reference(args.ckpt_dir, hp, species=species, energy_shift=shift, name=args.name)
+    out = save_checkpoint(ckpt, args.out, overwrite=args.overwrite)
+    print(f"wrote {out} (species {', '.join(ckpt.species)}; max_length {ckpt.config.max_length} Å)")
+    return 0
+
+
+def _cmd_models(args) -> int:
+    from efa_calc.checkpoint import load_checkpoint
+    from efa_calc.models import list_models, resolve_model
+
+    for name in list_models():
+        ck = load_checkpoint(resolve_model(name), check_shapes=False)
+        lr = "EFA" if ck.config.long_range is not None else "local"
+        print(f"{name:20s} {lr:5s} cutoff {ck.config.cutoff:g} Å  species {','.join(ck.species)}  {resolve_model(name)}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="efa-calc", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -46,6 +72,21 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--threads", type=int, default=1, help="threads per labelling process")
     g.add_argument("--plan-only", action="store_true", help="write the geometry plan and stop")
     g.set_defaults(func=_cmd_generate)
+
+    c = sub.add_parser("convert-reference", help="convert a reference-code (orbax) checkpoint to efa-calc's format")
+    c.add_argument("ckpt_dir", help="reference run directory (holding ckpt_<step>/params)")
+    c.add_argument("--hyperparameters", required=True,
+                   help="JSON file with the reference EnergyModel keyword arguments")
+    c.add_argument("--out", required=True, help="output checkpoint directory")
+    c.add_argument("--species", help="comma-separated elements (default: non-zero element_bias entries)")
+    c.add_argument("--energy-shift", type=float, default=0.0,
+                   help="constant added to every energy in eV (e.g. the training-set mean)")
+    c.add_argument("--name", help="model name stored in the checkpoint")
+    c.add_argument("--overwrite", action="store_true")
+    c.set_defaults(func=_cmd_convert_reference)
+
+    m = sub.add_parser("models", help="list the models found by name (bundled and EFA_CALC_MODEL_PATH)")
+    m.set_defaults(func=_cmd_models)
     return p
 
 
