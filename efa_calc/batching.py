@@ -36,8 +36,12 @@ def node_bucket(n: int) -> int:
 
 
 def edge_bucket(e: int, headroom: float = 1.0) -> int:
-    """Pair slots for ``e`` pairs (times ``headroom``): multiples of 64 up to 1024, then ×1.25 (multiples of 256)."""
+    """Pair slots for ``e`` pairs (times ``headroom``): multiples of 16 up to 256, of 64 up
+    to 1024, then a ×1.25 ladder (multiples of 256).  Padded pairs cost as much as real
+    ones (the tensor products run on all slots), so small systems get a fine ladder."""
     e = int(math.ceil(max(e, 1) * headroom))
+    if e <= 256:
+        return 16 * math.ceil(e / 16)
     if e <= 1024:
         return 64 * math.ceil(e / 64)
     b = 1024

@@ -59,7 +59,9 @@ class EFACalculator(Calculator):
       device: jax device (``None``, ``"cpu"``, ``"gpu"``, ``"cuda:1"``, or a ``jax.Device``).
       strict: raise when a structure extends beyond the model's ``max_length`` (the range
         of EFA's rotational invariance); ``False`` warns once instead.
-      skin: Verlet-list skin in Å (0 rebuilds the pair list at every call).
+      skin: Verlet-list skin in Å.  The default 0 rebuilds the pair list at every call:
+        shapes stay fixed anyway (pair buckets only grow), a rebuild costs tens of µs for
+        small molecules, while every skin pair costs a full tensor product on the device.
       lebedev_num: evaluate EFA on another Lebedev grid (testing invariance).
     """
 
@@ -71,7 +73,7 @@ class EFACalculator(Calculator):
         dtype: str = "float32",
         device=None,
         strict: bool = True,
-        skin: float = 0.5,
+        skin: float = 0.0,
         lebedev_num: int | None = None,
         **kwargs,
     ):
@@ -137,7 +139,9 @@ class EFACalculator(Calculator):
                 log.info("EFACalculator: atom count %d -> atom bucket %d (was %d)", n, nodes, self._node_capacity)
             self._node_capacity = nodes
         if len(dst) > self._edge_capacity:
-            new = edge_bucket(len(dst), headroom=1.25)
+            # First call: the tightest bucket (padded pairs cost as much as real ones).
+            # Overflow later (a pair list grown during MD): one step up with 25 % headroom.
+            new = edge_bucket(len(dst), headroom=1.25 if self._edge_capacity else 1.0)
             if self._edge_capacity:
                 log.info("EFACalculator: %d pairs exceed the pair bucket %d; moving to %d (one new compile)",
                          len(dst), self._edge_capacity, new)

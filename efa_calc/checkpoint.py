@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import functools
 import hashlib
 import json
 import os
@@ -54,11 +55,15 @@ class EnergyShift:
 
     def atomic(self, numbers: np.ndarray) -> np.ndarray:
         """Per-atom shift (eV) for atomic numbers ``numbers``; the constant is spread evenly."""
+        numbers = np.asarray(numbers, int)
+        return self._table[numbers] + (self.constant / len(numbers) if len(numbers) else 0.0)
+
+    @functools.cached_property
+    def _table(self) -> np.ndarray:
         table = np.zeros(119)
         for sym, val in self.per_element.items():
             table[_Z[sym]] = val
-        numbers = np.asarray(numbers, int)
-        return table[numbers] + (self.constant / len(numbers) if len(numbers) else 0.0)
+        return table
 
     def to_dict(self) -> dict:
         return {"per_element": {k: float(v) for k, v in self.per_element.items()}, "constant": float(self.constant)}

@@ -61,6 +61,25 @@ def _cmd_models(args) -> int:
     return 0
 
 
+def _cmd_ipi(args) -> int:
+    """Serve forces to an i-PI server (or LAMMPS through i-PI) with ASE's SocketClient."""
+    from ase.calculators.socketio import SocketClient
+    from ase.io import read
+
+    from efa_calc.calculator import EFACalculator
+
+    if (args.unix is None) == (args.port is None):
+        raise SystemExit("efa-calc ipi: give exactly one of --unix NAME or --port N")
+    atoms = read(args.structure)
+    atoms.pbc = False  # i-PI always sends a cell; the models are non-periodic
+    atoms.calc = EFACalculator(args.model, dtype=args.dtype, strict=not args.no_strict)
+    client = SocketClient(host=args.host, port=args.port, unixsocket=args.unix)
+    print(f"efa-calc ipi: model {args.model} connected to "
+          f"{'unix socket ' + args.unix if args.unix else f'{args.host}:{args.port}'}", flush=True)
+    client.run(atoms)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="efa-calc", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -84,6 +103,17 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--name", help="model name stored in the checkpoint")
     c.add_argument("--overwrite", action="store_true")
     c.set_defaults(func=_cmd_convert_reference)
+
+    i = sub.add_parser("ipi", help="drive this calculator from an i-PI server (ASE SocketClient)")
+    i.add_argument("--model", required=True, help="bundled model name or checkpoint directory")
+    i.add_argument("--structure", required=True,
+                   help="any ASE-readable file with the system (i-PI sends positions only, not elements)")
+    i.add_argument("--unix", help="UNIX socket name (i-PI <address>)")
+    i.add_argument("--port", type=int, help="TCP port of the i-PI server")
+    i.add_argument("--host", default="localhost", help="i-PI server host for --port")
+    i.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    i.add_argument("--no-strict", action="store_true", help="warn instead of failing beyond max_length")
+    i.set_defaults(func=_cmd_ipi)
 
     m = sub.add_parser("models", help="list the models found by name (bundled and EFA_CALC_MODEL_PATH)")
     m.set_defaults(func=_cmd_models)

@@ -48,7 +48,7 @@ def test_buckets_are_monotone_and_cover():
     for n in range(1, 3000, 7):
         assert node_bucket(n) >= n and node_bucket(n) >= node_bucket(max(n - 7, 1))
     for e in range(1, 200000, 997):
-        assert edge_bucket(e) >= e and edge_bucket(e) % 64 == 0
+        assert edge_bucket(e) >= e and edge_bucket(e) % 16 == 0
     assert edge_bucket(100, headroom=1.25) == 128
 
 

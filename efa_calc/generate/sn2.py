@@ -29,10 +29,10 @@ from ase import Atoms, units
 from ase.constraints import FixInternals
 
 from efa_calc.generate.runner import Label
+from efa_calc.structures import sn2_complex
 
 __all__ = [
     "DEFAULT_SN2_CONFIG",
-    "collinear_sn2",
     "plan_sn2",
     "plan_sn2_tests",
     "PySCFLabeller",
@@ -58,22 +58,6 @@ DEFAULT_SN2_CONFIG: dict = {
     "ion_molecule_backside_fraction": 0.5,
     "min_ion_distance_A": 2.0,
 }
-
-
-def collinear_sn2(x: str, y: str, d_cx: float, d_cy: float, umbrella_deg: float = 109.5) -> Atoms:
-    """Collinear X···C···Y geometry with a C3v methyl group.
-
-    C at the origin, the leaving group Y on +z at ``d_cy``, the nucleophile X on −z at
-    ``d_cx``, and three H at 1.09 Å with H–C–Y angle ``umbrella_deg`` (109.5° for CH3Y,
-    90° at the transition state, ~70° for XCH3).  Atom order: C, H, H, H, X, Y.
-    """
-    th = np.deg2rad(umbrella_deg)
-    pos = [[0.0, 0.0, 0.0]]
-    for k in range(3):
-        ph = 2 * np.pi * k / 3
-        pos.append([1.09 * np.sin(th) * np.cos(ph), 1.09 * np.sin(th) * np.sin(ph), 1.09 * np.cos(th)])
-    pos += [[0.0, 0.0, -d_cx], [0.0, 0.0, d_cy]]
-    return Atoms(["C", "H", "H", "H", x, y], positions=pos)
 
 
 def _xtb(charge: int, electronic_temperature: float = 300.0):
@@ -113,7 +97,7 @@ def relaxed_path_point(x: str, y: str, rc: float, fmax: float = 0.01, steps: int
     else:
         d_cx = _CX_BOND[x] + stretch
         d_cy = d_cx + rc
-    atoms = collinear_sn2(x, y, d_cx, d_cy, 90.0 + 19.5 * np.tanh(-rc / 0.8))
+    atoms = sn2_complex(x, y, d_cx, d_cy, 90.0 + 19.5 * np.tanh(-rc / 0.8))
     atoms.calc = _xtb(-1)
     atoms.set_constraint(FixInternals(bondcombos=[[rc, [[0, 5, 1.0], [0, 4, -1.0]]]]))
     try:
@@ -157,7 +141,7 @@ def methyl_halide(y: str) -> Atoms:
     """GFN2-xTB equilibrium CH3Y (atoms C, H, H, H, Y), C at the origin, C–Y along +z."""
     from ase.optimize import BFGS
 
-    a = collinear_sn2("F", y, 10.0, _CX_BOND[y], 109.5)
+    a = sn2_complex("F", y, 10.0, _CX_BOND[y], 109.5)
     a = a[[0, 1, 2, 3, 5]]
     a.calc = _xtb(0)
     BFGS(a, logfile=None).run(fmax=0.005, steps=300)

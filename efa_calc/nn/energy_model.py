@@ -30,6 +30,7 @@ from jaxtyping import Array, Bool, Float, Integer
 from efa_calc.config import ModelConfig
 from efa_calc.nn.attention import LONG_RANGE_BLOCKS
 from efa_calc.nn.radial import radial_function
+from efa_calc.nn.tensor import MessagePass
 
 __all__ = ["Batch", "EnergyModel", "atomic_energies", "energy_and_forces", "init_params"]
 
@@ -124,14 +125,12 @@ class EnergyModel(nn.Module):
         for t in range(cfg.num_iterations):
             last = t == cfg.num_iterations - 1
             if last:
-                y = e3x.nn.MessagePass(max_degree=0, include_pseudotensors=False, dtype=dtype, name=f"message_pass_{t}")(
-                    x, basis, dst_idx=dst_idx, src_idx=src_idx, num_segments=n
+                y = MessagePass(max_degree=0, include_pseudotensors=False, dtype=dtype, name=f"message_pass_{t}")(
+                    x, basis, dst_idx, src_idx, n
                 )
                 x = e3x.nn.change_max_degree_or_type(x, max_degree=0, include_pseudotensors=False)
             else:
-                y = e3x.nn.MessagePass(dtype=dtype, name=f"message_pass_{t}")(
-                    x, basis, dst_idx=dst_idx, src_idx=src_idx, num_segments=n
-                )
+                y = MessagePass(dtype=dtype, name=f"message_pass_{t}")(x, basis, dst_idx, src_idx, n)
             # e3x's Clebsch–Gordan tables are float64 when x64 is on: keep the compute dtype.
             y = _mlp(e3x.nn.add(x, y.astype(dtype)), cfg.num_features, f"local_mlp_{t}")
 

@@ -1,0 +1,109 @@
+"""Time and peak memory of one energy+forces evaluation versus system size.
+
+Random condensed clusters (uniform in a sphere, density 0.1 Å⁻³, H and C, minimum
+distance 0.9 Å) with the SN2 EFA model's hyperparameters (F = 128, two iterations, 5 Å
+cutoff, EFA in both iterations: M = 50, F_qk = 16, F_v = 32, max_length scaled to the
+cluster so that every pair is within it).  Each size runs in a fresh subprocess so its
+peak resident memory (``ru_maxrss``) is its own.  Linear-cost EFA means time ∝ N at fixed
+density; the fitted log–log slope is printed.
+
+    python benchmarks/model_scaling.py [--sizes 250 500 1000 2000 4000 8000] [--local]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def cluster(n: int, density: float = 0.1, dmin: float = 0.9, seed: int = 0) -> np.ndarray:
+    """``n`` points uniform in a sphere of the given density (Å⁻³), no pair closer than ``dmin``."""
+    rng = np.random.default_rng(seed)
+    radius = (3 * n / (4 * np.pi * density)) ** (1 / 3)
+    pts = np.zeros((0, 3))
+    from scipy.spatial import cKDTree
+
+    while len(pts) < n:
+        cand = rng.uniform(-radius, radius, (2 * n, 3))
+        cand = cand[np.linalg.norm(cand, axis=1) <= radius]
+        for c in cand:
+            if len(pts) == 0 or cKDTree(pts).query(c)[0] >= dmin:
+                pts = np.vstack([pts, c])
+                if len(pts) == n:
+                    break
+    return pts
+
+
+def single(n: int, local: bool) -> dict:
+    import jax
+
+    from efa_calc.batching import pad_graphs
+    from efa_calc.config import EFAConfig, ModelConfig
+    from efa_calc.neighbors import neighbor_pairs
+    from efa_calc.nn.energy_model import Batch, init_params
+    from efa_calc.potential import compiled_energy_and_forces
+
+    pos = cluster(n)
+    diameter = 2 * np.max(np.linalg.norm(pos, axis=1))
+    lr = None if local else EFAConfig(iterations=(0, 1), lebedev_num=50, max_frequency=np.pi,
+                                       max_length=float(np.ceil(diameter)), qk_features=16, v_features=32)
+    cfg = ModelConfig(num_features=128 if not local else 162, num_iterations=2, cutoff=5.0, long_range=lr)
+    z = np.where(np.random.default_rng(1).random(n) < 0.5, 1, 6)
+    t0 = time.perf_counter()
+    dst, src = neighbor_pairs(pos, cfg.cutoff)
+    t_nl = time.perf_counter() - t0
+    b = pad_graphs([z], [pos], [(dst, src)], n, len(dst), dtype=np.float32)
+    params = init_params(cfg, jax.random.PRNGKey(0), Batch(*map(jax.numpy.asarray, b)))
+    fn = compiled_energy_and_forces(cfg)
+    t0 = time.perf_counter()
+    jax.block_until_ready(fn(params, b, n))
+    t_first = time.perf_counter() - t0
+    times = []
+    for _ in range(3):
+        t0 = time.perf_counter()
+        jax.block_until_ready(fn(params, b, n))
+        times.append(time.perf_counter() - t0)
+    return {"atoms": n, "pairs": int(len(dst)), "seconds": min(times), "first_call_s": t_first,
+            "neighbor_list_s": t_nl, "peak_rss_GiB": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sizes", type=int, nargs="+", default=[250, 500, 1000, 2000, 4000, 8000])
+    ap.add_argument("--local", action="store_true", help="the local control model (no EFA, F=162)")
+    ap.add_argument("--single", type=int, help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.single:
+        print(json.dumps(single(args.single, args.local)))
+        return
+    print(f"model: {'local MPNN (F=162)' if args.local else 'EFA + MPNN (F=128)'}, 2 iterations, 5 Å cutoff, float32, "
+          "energy + forces, best of 3 after compile")
+    print(f"{'atoms':>6s} {'pairs':>9s} {'time (s)':>9s} {'ms/atom':>8s} {'peak RSS (GiB)':>15s} {'nbr list (ms)':>14s}")
+    rows = []
+    for n in args.sizes:
+        cmd = [sys.executable, __file__, "--single", str(n)] + (["--local"] if args.local else [])
+        r = subprocess.run(cmd, capture_output=True, text=True)
+        if r.returncode != 0:
+            print(f"{n:6d}  failed: {r.stderr.strip().splitlines()[-1] if r.stderr.strip() else r.returncode}")
+            break
+        row = json.loads(r.stdout.strip().splitlines()[-1])
+        rows.append(row)
+        print(f"{row['atoms']:6d} {row['pairs']:9d} {row['seconds']:9.3f} {1e3 * row['seconds'] / n:8.2f} "
+              f"{row['peak_rss_GiB']:15.2f} {1e3 * row['neighbor_list_s']:14.1f}", flush=True)
+    if len(rows) >= 2:
+        x = np.log([r["atoms"] for r in rows])
+        y = np.log([r["seconds"] for r in rows])
+        print(f"log-log slope of time vs atoms: {np.polyfit(x, y, 1)[0]:.2f} (1 = linear)")
+
+
+if __name__ == "__main__":
+    main()
