@@ -35,6 +35,20 @@ def _cmd_generate(args) -> int:
     return 0
 
 
+def _cmd_train(args) -> int:
+    from efa_calc.train import load_train_config, train
+
+    overrides = {"steps": args.steps} if args.steps else {}
+    cfg = load_train_config(args.config, **overrides)
+    workdir = Path(args.workdir or (Path("runs") / cfg.name))
+    summary = train(cfg, workdir)
+    t = summary.get("test") or summary["valid"]
+    print(f"{cfg.name}: best step {summary['best_step']}; test energy MAE {1e3 * t['energy_mae_eV']:.2f} meV, "
+          f"forces MAE {1e3 * t['forces_mae_eV_A']:.2f} meV/Å; run directory {workdir}"
+          + (f"; exported to {cfg.export}" if cfg.export else ""))
+    return 0
+
+
 def _cmd_convert_reference(args) -> int:
     from efa_calc.checkpoint import EnergyShift, save_checkpoint
     from efa_calc.reference import checkpoint_from_reference
@@ -91,6 +105,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--threads", type=int, default=1, help="threads per labelling process")
     g.add_argument("--plan-only", action="store_true", help="write the geometry plan and stop")
     g.set_defaults(func=_cmd_generate)
+
+    t = sub.add_parser("train", help="train a model from a TOML config (resumes in its run directory)")
+    t.add_argument("config", help="training config, e.g. models/configs/cumulene-efa.toml")
+    t.add_argument("--workdir", help="run directory (default: runs/<name>); re-running resumes there")
+    t.add_argument("--steps", type=int, help="override the number of optimiser steps")
+    t.set_defaults(func=_cmd_train)
 
     c = sub.add_parser("convert-reference", help="convert a reference-code (orbax) checkpoint to efa-calc's format")
     c.add_argument("ckpt_dir", help="reference run directory (holding ckpt_<step>/params)")

@@ -1,0 +1,352 @@
+"""Training loop: optax Adam with a decaying learning rate, energy + force loss, parameter
+EMA, validation, best-checkpoint keeping, exact resume, and data parallelism.
+
+Data parallelism uses ``jax.sharding``: every batch has a leading shard axis (one shard of
+molecules per device), the per-shard loss terms are computed under ``vmap`` and the
+batch arrays are placed with ``NamedSharding(mesh, P('data'))`` while parameters are
+replicated — XLA then runs each shard on its device and all-reduces the gradient.  The
+loss is Σ squared errors / Σ counts over all shards, so D shards on D devices give the
+same step as the same shards on one device.  Multi-host: call
+``jax.distributed.initialize()`` before training; the mesh then spans all processes'
+devices (each process must feed its own shards — not exercised here).
+
+Resume: every ``checkpoint_every`` steps the full state (parameters, optimiser state, EMA,
+step, history, best validation) is written atomically to ``<workdir>/state``; batch order
+is a pure function of (seed, epoch), so a killed and resumed run reproduces an
+uninterrupted one exactly.
+
+Units: energies eV, forces eV/Å; losses in eV² and (eV/Å)².
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import json
+import os
+import platform
+import shutil
+import time
+from pathlib import Path
+from typing import Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from tqdm.auto import tqdm
+
+from efa_calc.checkpoint import Checkpoint, EnergyShift, git_commit, save_checkpoint
+from efa_calc.data import BatchSampler, Dataset, fit_energy_shift, read_dataset, split_indices
+from efa_calc.data.batches import TrainingBatch
+from efa_calc.nn.energy_model import Batch, energy_and_forces, init_params
+from efa_calc.config import ModelConfig
+from efa_calc.train.config import TrainConfig, TrainingOptions
+
+__all__ = ["Trainer", "train"]
+
+
+def _flatten(tree) -> dict[str, np.ndarray]:
+    leaves = jax.tree_util.tree_leaves(tree)
+    return {f"leaf_{i:05d}": np.asarray(x) for i, x in enumerate(leaves)}
+
+
+def _unflatten(template, arrays: dict[str, np.ndarray]):
+    treedef = jax.tree_util.tree_structure(template)
+    leaves = [arrays[f"leaf_{i:05d}"] for i in range(treedef.num_leaves)]
+    return jax.tree_util.tree_unflatten(treedef, [jnp.asarray(x) for x in leaves])
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _schedule(o: TrainingOptions):
+    decay = optax.exponential_decay(o.learning_rate, transition_steps=max(o.steps - o.warmup_steps, 1),
+                                    decay_rate=o.final_learning_rate / o.learning_rate)
+    if o.warmup_steps:
+        warm = optax.linear_schedule(0.0, o.learning_rate, o.warmup_steps)
+        return optax.join_schedules([warm, decay], [o.warmup_steps])
+    return decay
+
+
+class _Steps(NamedTuple):
+    schedule: optax.Schedule
+    optimizer: optax.GradientTransformation
+    train_step: Callable
+    eval_totals: Callable
+    data_sharding: jax.sharding.Sharding
+    replicated: jax.sharding.Sharding
+
+
+@functools.lru_cache(maxsize=16)
+def _compiled_steps(cfg: ModelConfig, slots: int, o: TrainingOptions) -> _Steps:
+    """Jitted train/eval steps, shared by every Trainer with the same settings (a resumed
+    run in the same process, tests) so that they compile once."""
+    schedule = _schedule(o)
+    optimizer = optax.chain(optax.clip_by_global_norm(o.grad_clip), optax.adam(schedule))
+    mesh = jax.sharding.Mesh(np.array(jax.devices()[: o.num_devices]), ("data",))
+    dat = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
+    rep = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+
+    def shard_terms(params, inputs: Batch, e_target, f_target):
+        e_g, forces, _ = energy_and_forces(params, cfg, inputs, nodes_per_graph=slots)
+        gm = inputs.graph_mask.astype(e_g.dtype)
+        nm = inputs.node_mask.astype(e_g.dtype)[:, None]
+        de, df = (e_g - e_target) * gm, (forces - f_target) * nm
+        return jnp.stack([jnp.sum(de**2), jnp.sum(gm), jnp.sum(df**2), 3 * jnp.sum(nm),
+                          jnp.sum(jnp.abs(de)), jnp.sum(jnp.abs(df))])
+
+    def totals(params, tb: TrainingBatch):
+        per_shard = jax.vmap(shard_terms, in_axes=(None, 0, 0, 0))(params, tb.inputs, tb.energy, tb.forces)
+        return jnp.sum(per_shard, axis=0)
+
+    def loss_fn(params, tb):
+        t = totals(params, tb)
+        mse_e, mse_f = t[0] / t[1], t[2] / t[3]
+        return o.energy_weight * mse_e + o.forces_weight * mse_f, (mse_e, mse_f)
+
+    def train_step(params, opt_state, ema, step, tb):
+        (loss, (mse_e, mse_f)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, tb)
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        params = optax.apply_updates(params, updates)
+        decay = jnp.minimum(o.ema_decay, (1.0 + step) / (10.0 + step))
+        ema = jax.tree_util.tree_map(lambda e, p: decay * e + (1.0 - decay) * p, ema, params)
+        return params, opt_state, ema, jnp.stack([loss, mse_e, mse_f])
+
+    train_step = jax.jit(train_step, in_shardings=(rep, rep, rep, rep, dat), out_shardings=(rep, rep, rep, rep),
+                         donate_argnums=(0, 1, 2))
+    eval_totals = jax.jit(totals, in_shardings=(rep, dat), out_shardings=rep)
+    return _Steps(schedule, optimizer, train_step, eval_totals, dat, rep)
+
+
+class Trainer:
+    """Train one model described by a :class:`~efa_calc.train.config.TrainConfig`.
+
+    Args:
+      config: the training configuration.
+      workdir: resumable run directory (state, logs, best checkpoint, plots).
+      dataset: optional pre-loaded dataset (else ``config.data_path`` is read).
+      progress: show a tqdm bar.
+    """
+
+    def __init__(self, config: TrainConfig, workdir: str | Path, dataset: Dataset | None = None, progress: bool = True):
+        self.cfg = config
+        self.opts = config.training
+        self.workdir = Path(workdir)
+        self.progress = progress
+        self.ds = dataset if dataset is not None else read_dataset(config.data_path)
+        self.train_idx, self.valid_idx, self.test_idx = split_indices(len(self.ds), config.split, config.split_seed)
+        train_ds = self.ds.subset(self.train_idx)
+        self.species = self.ds.species
+        self.shift = fit_energy_shift(train_ds, self.species)
+        d = self.opts.num_devices
+        if d > len(jax.devices()):
+            raise ValueError(f"num_devices={d} but only {len(jax.devices())} jax devices exist")
+        g = self.opts.graphs_per_batch // d
+        self.train_sampler = BatchSampler(train_ds, config.model.cutoff, self.shift, g, d, self.opts.seed)
+        self.valid_sampler = BatchSampler(self.ds.subset(self.valid_idx), config.model.cutoff, self.shift, g, d)
+        self.test_sampler = (BatchSampler(self.ds.subset(self.test_idx), config.model.cutoff, self.shift, g, d)
+                             if len(self.test_idx) else None)
+        if len(self.train_sampler) == 0:
+            raise ValueError("training split smaller than one batch")
+        self.slots = self.train_sampler.slots
+        fns = _compiled_steps(config.model, self.slots, self.opts)
+        self.schedule, self.optimizer = fns.schedule, fns.optimizer
+        self._train_step, self._eval_totals = fns.train_step, fns.eval_totals
+        self._data_sharding, self._replicated = fns.data_sharding, fns.replicated
+
+    def _put(self, tb: TrainingBatch) -> TrainingBatch:
+        return jax.device_put(tb, self._data_sharding)
+
+    # ------------------------------------------------------------------ state
+    def _fresh_state(self) -> dict:
+        first = next(self.train_sampler.epoch(0))
+        shard0 = Batch(*(jnp.asarray(a[0]) for a in first.inputs))
+        params = init_params(self.cfg.model, jax.random.PRNGKey(self.opts.seed), shard0)
+        params = jax.device_put(params, self._replicated)
+        return {"step": 0, "params": params, "opt_state": jax.device_put(self.optimizer.init(params), self._replicated),
+                "ema": jax.tree_util.tree_map(jnp.copy, params), "history": [], "best": None}
+
+    def _state_dir(self) -> Path:
+        return self.workdir / "state"
+
+    def save_state(self, state: dict) -> None:
+        """Write the resumable state atomically (temporary directory + rename)."""
+        tmp = self.workdir / "state.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        np.savez(tmp / "params.npz", **_flatten(state["params"]))
+        np.savez(tmp / "opt_state.npz", **_flatten(state["opt_state"]))
+        np.savez(tmp / "ema.npz", **_flatten(state["ema"]))
+        (tmp / "state.json").write_text(json.dumps({"step": state["step"], "history": state["history"],
+                                                    "best": state["best"], "config": self.cfg.source}, indent=1))
+        old = self.workdir / "state.old"
+        shutil.rmtree(old, ignore_errors=True)
+        if self._state_dir().exists():
+            os.replace(self._state_dir(), old)
+        os.replace(tmp, self._state_dir())
+        shutil.rmtree(old, ignore_errors=True)
+
+    def load_state(self) -> dict | None:
+        """The saved state, or None.  Refuses a state written for a different config."""
+        d = self._state_dir()
+        if not (d / "state.json").is_file():
+            old = self.workdir / "state.old"  # killed between the two renames
+            if not (old / "state.json").is_file():
+                return None
+            d = old
+        meta = json.loads((d / "state.json").read_text())
+        src = dict(self.cfg.source)
+        saved = dict(meta["config"])
+        for cfg in (src, saved):
+            cfg.get("training", {}).pop("steps", None)  # more steps may be asked for on resume
+        if saved != src:
+            raise ValueError(f"{self.workdir} holds a training state for a different config; use a new workdir")
+        template = self._fresh_state()
+        with np.load(d / "params.npz") as z:
+            params = _unflatten(template["params"], dict(z))
+        with np.load(d / "opt_state.npz") as z:
+            opt_state = _unflatten(template["opt_state"], dict(z))
+        with np.load(d / "ema.npz") as z:
+            ema = _unflatten(template["ema"], dict(z))
+        return {"step": meta["step"], "params": jax.device_put(params, self._replicated),
+                "opt_state": jax.device_put(opt_state, self._replicated),
+                "ema": jax.device_put(ema, self._replicated), "history": meta["history"], "best": meta["best"]}
+
+    # ------------------------------------------------------------------ loop
+    def batch_at(self, step: int) -> TrainingBatch:
+        epoch, k = divmod(step, len(self.train_sampler))
+        it = self.train_sampler.epoch(epoch)
+        for _ in range(k):
+            next(it)
+        return next(it)
+
+    def _batches_from(self, step: int):
+        epoch, k = divmod(step, len(self.train_sampler))
+        while True:
+            for i, tb in enumerate(self.train_sampler.epoch(epoch)):
+                if i >= k:
+                    yield tb
+            epoch, k = epoch + 1, 0
+
+    def evaluate(self, params, sampler: BatchSampler) -> dict:
+        """MAE/RMSE of energies (eV per molecule) and forces (eV/Å) on a sampler's molecules."""
+        t = np.zeros(6)
+        for _, tb in sampler.ordered():
+            t += np.asarray(self._eval_totals(params, self._put(tb)), np.float64)
+        return {"energy_mae_eV": t[4] / t[1], "energy_rmse_eV": float(np.sqrt(t[0] / t[1])),
+                "forces_mae_eV_A": t[5] / t[3], "forces_rmse_eV_A": float(np.sqrt(t[2] / t[3]))}
+
+    def run(self, steps: int | None = None, max_steps_this_call: int | None = None) -> dict:
+        """Train to ``steps`` (default: the config), resuming from ``workdir`` when possible.
+
+        ``max_steps_this_call`` stops early (tests use it to simulate a kill).
+        Returns the final state dict.
+        """
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        total = steps or self.opts.steps
+        state = self.load_state() or self._fresh_state()
+        start = state["step"]
+        t0 = time.time()
+        bar = tqdm(total=total, initial=start, desc=f"training {self.cfg.name}", unit="step", disable=not self.progress)
+        batches = self._batches_from(start)
+        stop = total if max_steps_this_call is None else min(total, start + max_steps_this_call)
+        last_losses = None
+        for step in range(start, stop):
+            tb = self._put(next(batches))
+            state["params"], state["opt_state"], state["ema"], losses = self._train_step(
+                state["params"], state["opt_state"], state["ema"], jnp.asarray(step, jnp.float32), tb)
+            state["step"] = step + 1
+            done = state["step"]
+            if done % self.opts.eval_every == 0 or done == total:
+                last_losses = np.asarray(losses)
+                metrics = self.evaluate(state["ema"], self.valid_sampler)
+                record = {"step": done, "loss": float(last_losses[0]), "train_mse_energy": float(last_losses[1]),
+                          "train_mse_forces": float(last_losses[2]), "learning_rate": float(self.schedule(done)),
+                          **{f"valid_{k}": float(v) for k, v in metrics.items()}}
+                state["history"].append(record)
+                score = self.opts.energy_weight * metrics["energy_rmse_eV"] ** 2 + self.opts.forces_weight * metrics["forces_rmse_eV_A"] ** 2
+                if state["best"] is None or score < state["best"]["score"]:
+                    state["best"] = {"step": done, "score": score, **metrics}
+                    self._write_checkpoint(state["ema"], self.workdir / "best", {"best_step": done})
+                bar.set_postfix(E_mae=f"{metrics['energy_mae_eV']:.4f}", F_mae=f"{metrics['forces_mae_eV_A']:.4f}")
+            if done % self.opts.checkpoint_every == 0 or done == stop:
+                self.save_state(state)
+            bar.update(1)
+        bar.close()
+        self.wall_time = time.time() - t0
+        self._plot(state["history"])
+        return state
+
+    # ------------------------------------------------------------------ outputs
+    def _provenance(self) -> dict:
+        return {
+            "data": {"path": str(self.cfg.data_path), "sha256": _sha256(self.cfg.data_path) if self.cfg.data_path.is_file() else None,
+                     "num_frames": len(self.ds), "split": {"train": len(self.train_idx), "valid": len(self.valid_idx),
+                                                            "test": len(self.test_idx)}, "split_seed": self.cfg.split_seed},
+            "training": dataclasses.asdict(self.opts),
+            "git_commit": git_commit(),
+            "hardware": f"{platform.machine()} {platform.processor() or ''} {os.cpu_count()} cores; jax {jax.__version__} "
+                        f"on {jax.devices()[0].platform}",
+        }
+
+    def _write_checkpoint(self, params, path: Path, extra: dict) -> None:
+        params = jax.tree_util.tree_map(lambda x: np.asarray(x, np.float32), params)
+        ck = Checkpoint(self.cfg.model, params, self.species, self.shift, {**self._provenance(), **extra}, self.cfg.name)
+        save_checkpoint(ck, path, overwrite=True)
+
+    def _plot(self, history: list) -> None:
+        if not history:
+            return
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        steps = [h["step"] for h in history]
+        fig, ax = plt.subplots(1, 2, figsize=(10, 4))
+        ax[0].semilogy(steps, [h["valid_energy_mae_eV"] * 1e3 for h in history], "o-", label="validation MAE")
+        ax[0].semilogy(steps, [np.sqrt(h["train_mse_energy"]) * 1e3 for h in history], "s--", label="train batch RMSE")
+        ax[0].set(xlabel="step", ylabel="energy error (meV)", title=f"{self.cfg.name}: energies")
+        ax[1].semilogy(steps, [h["valid_forces_mae_eV_A"] * 1e3 for h in history], "o-", label="validation MAE")
+        ax[1].semilogy(steps, [np.sqrt(h["train_mse_forces"]) * 1e3 for h in history], "s--", label="train batch RMSE")
+        ax[1].set(xlabel="step", ylabel="force error (meV/Å)", title=f"{self.cfg.name}: forces")
+        for a in ax:
+            a.grid(True, which="both", alpha=0.3)
+            a.legend()
+        fig.tight_layout()
+        fig.savefig(self.workdir / "learning_curves.png", dpi=120)
+        plt.close(fig)
+
+    def finish(self, state: dict) -> dict:
+        """Evaluate the best checkpoint on the test split, write ``summary.json`` and export."""
+        from efa_calc.checkpoint import load_checkpoint
+
+        best = load_checkpoint(self.workdir / "best")
+        params = jax.device_put(jax.tree_util.tree_map(jnp.asarray, best.params), self._replicated)
+        test = self.evaluate(params, self.test_sampler) if self.test_sampler else {}
+        valid = self.evaluate(params, self.valid_sampler)
+        summary = {"name": self.cfg.name, "steps": state["step"], "best_step": state["best"]["step"],
+                   "valid": valid, "test": test, "wall_time_s": getattr(self, "wall_time", None),
+                   "num_parameters": int(sum(np.size(x) for x in jax.tree_util.tree_leaves(best.params))),
+                   **self._provenance()}
+        (self.workdir / "summary.json").write_text(json.dumps(summary, indent=1))
+        if self.cfg.export is not None:
+            ck = Checkpoint(best.config, best.params, best.species, best.energy_shift,
+                            {**best.provenance, "test_errors": test, "valid_errors": valid}, self.cfg.name)
+            save_checkpoint(ck, self.cfg.export, overwrite=True)
+            shutil.copy(self.workdir / "learning_curves.png", self.cfg.export / "learning_curves.png")
+        return summary
+
+
+def train(config: TrainConfig, workdir: str | Path, progress: bool = True) -> dict:
+    """Train (or resume) and finish: returns the summary dict."""
+    tr = Trainer(config, workdir, progress=progress)
+    state = tr.run()
+    return tr.finish(state)
