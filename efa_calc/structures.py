@@ -41,11 +41,12 @@ def _chain(atoms: Atoms) -> tuple[int, int, list[int]]:
     return 0, n - 1, [n + 2, n + 3]
 
 
-def cumulene_dihedral_atoms(atoms: Atoms) -> list[int]:
-    """Indices (H₁, C₁, Cₙ, H₃) defining the CH2–CH2 dihedral."""
+def cumulene_dihedral_atoms(atoms: Atoms, second: bool = False) -> list[int]:
+    """Indices (H₁, C₁, Cₙ, H₃) defining the CH2–CH2 dihedral; ``second`` gives the
+    equivalent (H₂, C₁, Cₙ, H₄)."""
     first, last, h_end = _chain(atoms)
     n = last + 1
-    return [n, first, last, h_end[0]]
+    return [n + 1, first, last, h_end[1]] if second else [n, first, last, h_end[0]]
 
 
 def cumulene_dihedral(atoms: Atoms) -> float:

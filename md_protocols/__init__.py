@@ -1,0 +1,34 @@
+"""Ready-to-run protocols for the cumulene and SN2 charge-transfer systems (``efa-md``).
+
+Each protocol is a short module (copy one to adapt it to your molecule) with ``NAME``,
+``DESCRIPTION``, ``DEFAULTS`` and ``run(ctx)``; shared plumbing lives in
+:mod:`md_protocols.common` (output folder, summary, plots) and :mod:`md_protocols.dynamics`
+(integrators, resume, guard).  Units: eV, Å, fs, K, cm⁻¹.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+_MODULES = [
+    "cumulene_nve",
+    "cumulene_nvt",
+    "cumulene_optimize",
+    "cumulene_torsion_scan",
+    "cumulene_vibrations",
+    "sn2_nve",
+    "sn2_nvt",
+    "sn2_neb",
+]
+
+
+def protocols() -> dict:
+    """name -> protocol module."""
+    out = {}
+    for m in _MODULES:
+        mod = importlib.import_module(f"md_protocols.{m}")
+        out[mod.NAME] = mod
+    return out
+
+
+__all__ = ["protocols"]
