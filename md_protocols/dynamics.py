@@ -59,7 +59,13 @@ def make_integrator(atoms: Atoms, ensemble: str, thermostat: str, timestep_fs: f
     if thermostat == "langevin":
         from ase.md.langevin import Langevin
 
-        return Langevin(atoms, dt, temperature_K=temperature_K, friction=friction_per_fs / units.fs, rng=rng)
+        from ase.constraints import FixCom
+
+        # ASE ≥ 3.28: fix the centre of mass with a constraint rather than fixcm=True,
+        # which samples a slightly wrong distribution for small molecules.
+        atoms.set_constraint(FixCom())
+        return Langevin(atoms, dt, temperature_K=temperature_K, friction=friction_per_fs / units.fs, rng=rng,
+                        fixcm=False)
     if thermostat == "bussi":
         from ase.md.bussi import Bussi
 

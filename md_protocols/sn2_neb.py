@@ -23,7 +23,7 @@ def run(ctx):
     images = [reactant] + [reactant.copy() for _ in range(n - 2)] + [product]
     for im in images:  # one calculator per image; all share the compiled model
         im.calc = ctx.calculator()
-    neb = NEB(images, k=float(ctx["spring_constant"]), climb=True)
+    neb = NEB(images, k=float(ctx["spring_constant"]), climb=True, method="improvedtangent")
     neb.interpolate("idpp")
     opt = FIRE(neb, logfile=str(ctx.path("neb.log")))
     converged = bool(opt.run(fmax=float(ctx["fmax"]), steps=int(ctx["max_steps"])))
