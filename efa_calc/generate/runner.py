@@ -123,6 +123,17 @@ def _num_chunks(num_frames: int, chunk_size: int) -> int:
     return (num_frames + chunk_size - 1) // chunk_size
 
 
+def _spread_order(chunks: Sequence[int], total: int) -> list[int]:
+    """Order chunk indices by bit reversal so that any prefix samples the whole plan.
+
+    Plans are written block by block (one reaction, one kind of frame after another); a
+    generation stopped early should still have touched every block rather than finished
+    the first few.
+    """
+    bits = max(1, (total - 1).bit_length())
+    return sorted(chunks, key=lambda c: int(format(c, f"0{bits}b")[::-1], 2))
+
+
 def label_plan(
     out_dir: str | Path,
     labeller: Labeller,
@@ -138,7 +149,8 @@ def label_plan(
       out_dir: directory holding ``plan.extxyz`` (see :func:`write_plan`).
       labeller: maps an ``Atoms`` (with ``info['charge']``) to a :class:`Label`.
       chunk_size: frames per atomically written chunk.
-      worker, num_workers: this process labels chunks with ``c % num_workers == worker``.
+      worker, num_workers: this process labels chunks with ``c % num_workers == worker``,
+        in bit-reversed order so that a partial generation covers the whole plan.
       progress: show a tqdm bar.
       max_chunks: stop after this many new chunks (used by tests to simulate a kill).
 
@@ -148,11 +160,10 @@ def label_plan(
     out = Path(out_dir)
     plan = list(ase.io.read(out / "plan.extxyz", index=":"))
     (out / "chunks").mkdir(exist_ok=True)
-    todo = [
-        c
-        for c in range(_num_chunks(len(plan), chunk_size))
-        if c % num_workers == worker and not _chunk_path(out, c).exists()
-    ]
+    total = _num_chunks(len(plan), chunk_size)
+    todo = _spread_order(
+        [c for c in range(total) if c % num_workers == worker and not _chunk_path(out, c).exists()], total
+    )
     written = 0
     bar = tqdm(todo, desc=f"labelling (worker {worker}/{num_workers})", unit="chunk", disable=not progress)
     for c in bar:

@@ -43,7 +43,11 @@ def linear_attention(
 
     * ``nodes_per_graph=S`` (slot layout: graph g owns nodes g·S … g·S+S−1, e.g. a single
       padded structure, or a batch padded per graph): a reshape to (G, S, …);
-      cost O(N·M·D_qk·D_v), memory O(G·M·D_qk·D_v).
+      cost O(N·M·D_qk·D_v), memory O(G·M·D_qk·D_v).  For small graphs
+      (S·(M·D_qk + D_v) < 2·M·D_qk·D_v, e.g. a batch of 16-atom molecules with D_v = 64)
+      the same sum is contracted in the other order, y_i = Σ_j (Σ_m q_im·k_jm) v_j: fewer
+      operations, and its (G, S, S) array is then smaller than the (G, M, D_qk, D_v) one,
+      so neither cost nor memory ever exceeds the linear order's.
     * ``nodes_per_graph=None`` (arbitrary ``batch_segments``): one-hot segment matrices;
       cost O(N·G·M·D_qk·D_v), memory O(N·G·D_v + G·M·D_qk·D_v).
 
@@ -55,8 +59,13 @@ def linear_attention(
         g, s = num_graphs, nodes_per_graph
         if g * s != n:
             raise ValueError(f"slot layout needs num_graphs*nodes_per_graph == N, got {g}*{s} != {n}")
-        kv = jnp.einsum("gsmd,gsv->gmdv", k.reshape(g, s, m, d), v.reshape(g, s, -1))
-        return jnp.einsum("gsmd,gmdv->gsv", q.reshape(g, s, m, d), kv).reshape(n, -1)
+        qg, kg, vg = q.reshape(g, s, m, d), k.reshape(g, s, m, d), v.reshape(g, s, -1)
+        dv = vg.shape[-1]
+        if s * (m * d + dv) < 2 * m * d * dv:  # static: pick the cheaper exact order
+            scores = jnp.einsum("gsmd,gtmd->gst", qg, kg)
+            return jnp.einsum("gst,gtv->gsv", scores, vg).reshape(n, -1)
+        kv = jnp.einsum("gsmd,gsv->gmdv", kg, vg)
+        return jnp.einsum("gsmd,gmdv->gsv", qg, kv).reshape(n, -1)
     onehot = (batch_segments[:, None] == jnp.arange(num_graphs)[None, :]).astype(v.dtype)  # (N, G)
     kv = jnp.einsum("nmd,ngv->gmdv", k, onehot[:, :, None] * v[:, None, :])
     per_graph = jnp.einsum("nmd,gmdv->ngv", q, kv)
