@@ -254,6 +254,8 @@ class Trainer:
         state = self.load_state() or self._fresh_state()
         start = state["step"]
         t0 = time.time()
+        # wall time accumulates over resumed calls, so a model card can quote the whole run
+        elapsed_before = state["history"][-1].get("wall_time_s", 0.0) if state["history"] else 0.0
         bar = tqdm(total=total, initial=start, desc=f"training {self.cfg.name}", unit="step", disable=not self.progress)
         batches = self._batches_from(start)
         stop = total if max_steps_this_call is None else min(total, start + max_steps_this_call)
@@ -269,7 +271,7 @@ class Trainer:
                 metrics = self.evaluate(state["ema"], self.valid_sampler)
                 record = {"step": done, "loss": float(last_losses[0]), "train_mse_energy": float(last_losses[1]),
                           "train_mse_forces": float(last_losses[2]), "learning_rate": float(self.schedule(done)),
-                          **{f"valid_{k}": float(v) for k, v in metrics.items()}}
+                          "wall_time_s": elapsed_before + time.time() - t0, **{f"valid_{k}": float(v) for k, v in metrics.items()}}
                 state["history"].append(record)
                 score = self.opts.energy_weight * metrics["energy_rmse_eV"] ** 2 + self.opts.forces_weight * metrics["forces_rmse_eV_A"] ** 2
                 if state["best"] is None or score < state["best"]["score"]:
@@ -332,14 +334,17 @@ class Trainer:
         params = jax.device_put(jax.tree_util.tree_map(jnp.asarray, best.params), self._replicated)
         test = self.evaluate(params, self.test_sampler) if self.test_sampler else {}
         valid = self.evaluate(params, self.valid_sampler)
+        wall = state["history"][-1].get("wall_time_s") if state["history"] else None
         summary = {"name": self.cfg.name, "steps": state["step"], "best_step": state["best"]["step"],
-                   "valid": valid, "test": test, "wall_time_s": getattr(self, "wall_time", None),
+                   "valid": valid, "test": test, "wall_time_s": wall if wall is not None else getattr(self, "wall_time", None),
                    "num_parameters": int(sum(np.size(x) for x in jax.tree_util.tree_leaves(best.params))),
                    **self._provenance()}
         (self.workdir / "summary.json").write_text(json.dumps(summary, indent=1))
         if self.cfg.export is not None:
             ck = Checkpoint(best.config, best.params, best.species, best.energy_shift,
-                            {**best.provenance, "test_errors": test, "valid_errors": valid}, self.cfg.name)
+                            {**best.provenance, "test_errors": test, "valid_errors": valid,
+                             "training_steps": summary["steps"], "training_wall_time_s": summary["wall_time_s"],
+                             "num_parameters": summary["num_parameters"]}, self.cfg.name)
             save_checkpoint(ck, self.cfg.export, overwrite=True)
             shutil.copy(self.workdir / "learning_curves.png", self.cfg.export / "learning_curves.png")
         return summary

@@ -1,0 +1,94 @@
+"""The bundled models: they load by name with no network, their metadata is complete, and
+their held-out scan errors are the ones their model cards quote (models/evaluation.json),
+recomputed here from the held-out reference data shipped in models/data."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from ase import Atoms
+
+from efa_calc import EFACalculator, list_models
+from efa_calc.checkpoint import load_checkpoint
+from efa_calc.data import read_dataset
+from efa_calc.evaluation import scan_report
+from efa_calc.structures import cumulene, sn2_complex
+
+MODELS = Path(__file__).resolve().parents[1] / "models"
+FAMILY = {"cumulene-efa": "cumulene", "cumulene-local": "cumulene", "sn2-efa": "sn2", "sn2-local": "sn2"}
+
+
+def _bundled(name: str) -> Path:
+    path = MODELS / name
+    if not (path / "config.json").is_file():
+        pytest.skip(f"{name} is not bundled yet (efa-calc train models/configs/{name}.toml)")
+    return path
+
+
+def _evaluation() -> dict:
+    path = MODELS / "evaluation.json"
+    if not path.is_file():
+        pytest.skip("models/evaluation.json missing (python models/evaluate.py)")
+    return json.loads(path.read_text())
+
+
+@pytest.mark.parametrize("name", sorted(FAMILY))
+def test_bundled_model_loads_by_name_and_is_complete(name):
+    path = _bundled(name)
+    assert name in list_models()
+    size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+    assert size < 5e6, f"{name} is {size / 1e6:.1f} MB"
+    ck = load_checkpoint(path)  # verifies format version, shapes and SHA-256
+    assert ck.name == name and ck.provenance["data"]["sha256"]
+    assert (ck.config.long_range is not None) == name.endswith("-efa")
+    test = ck.provenance["test_errors"]
+    assert np.isfinite(test["energy_mae_eV"]) and np.isfinite(test["forces_mae_eV_A"])
+    card = (path / "README.md").read_text()
+    assert f"{1e3 * test['forces_mae_eV_A']:.1f}" in card  # the card quotes this checkpoint's errors
+    atoms = cumulene(7) if FAMILY[name] == "cumulene" else sn2_complex("Cl", "Br", 3.2, 1.95)
+    atoms.calc = EFACalculator(name)
+    assert np.isfinite(atoms.get_potential_energy()) and np.all(np.isfinite(atoms.get_forces()))
+
+
+def test_efa_and_local_controls_have_the_same_budget():
+    for fam in ("cumulene", "sn2"):
+        efa, local = (load_checkpoint(_bundled(f"{fam}-{k}")) for k in ("efa", "local"))
+        assert efa.config.cutoff == local.config.cutoff
+        assert efa.config.num_iterations == local.config.num_iterations
+        n_efa, n_loc = (sum(np.size(v) for v in _leaves(c.params)) for c in (efa, local))
+        assert abs(n_efa - n_loc) / n_efa < 0.03, (n_efa, n_loc)
+
+
+def _leaves(tree):
+    if isinstance(tree, dict):
+        for v in tree.values():
+            yield from _leaves(v)
+    else:
+        yield tree
+
+
+def _cumulene_scans():
+    path = MODELS / "data" / "cumulene_gfn2_scans.extxyz"
+    if not path.is_file():
+        pytest.skip("held-out cumulene scans missing (efa-calc generate models/configs/cumulene-test-data.toml)")
+    ds = read_dataset(path)
+    n = np.array([i["n_carbons"] for i in ds.info])
+    phi = np.array([i["dihedral_deg"] for i in ds.info])
+    return ds, n, phi
+
+
+@pytest.mark.parametrize("name", ["cumulene-efa", "cumulene-local"])
+def test_cumulene_scan_errors_are_the_ones_the_card_quotes(name):
+    _bundled(name)
+    quoted = _evaluation()["cumulene"][name]
+    ds, n, phi = _cumulene_scans()
+    calc = EFACalculator(name)
+    for k in (9, 11):
+        idx = np.flatnonzero(n == k)
+        r = scan_report(calc, ds.subset(idx), phi[idx])
+        q = quoted[f"C{k}H4"]
+        assert r["relative_energy_rmse_eV"] == pytest.approx(q["relative_energy_rmse_eV"], abs=2e-4)
+        assert r["model_minimum_at"] == q["model_minimum_at"]
