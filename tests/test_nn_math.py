@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from efa_calc.nn import erope
-from efa_calc.nn.attention import linear_attention
+from efa_calc.nn.attention import fold_antipodal, linear_attention, pair_kernel_attention
 from efa_calc.nn.lebedev import GRID_SIZES, MAX_PHASE, lebedev_grid
 
 
@@ -87,3 +87,46 @@ def test_two_node_example_bessel_kernel():
     exact = np.sqrt(2) * (1 + np.sinc(4 * 0.391))
     np.testing.assert_allclose(y, exact, atol=1e-5)
     assert abs(exact - 1.13279) < 1e-3  # the notebook quotes the distance rounded to 0.391 Å
+
+
+def _rotated_form(q, k, v, pos, u, w, omega, seg, mask):
+    """ERoPE-rotate q, k on the grid and take the N×N pairwise sum (test-only reference)."""
+    theta = np.einsum("nx,mx->nm", pos, u)[:, :, None] * omega  # (N, M, K)
+    def rot(x):  # x: (N, PD, F) -> (N, M, PD·F)
+        a, b = x[..., 0::2], x[..., 1::2]
+        c, s = np.cos(theta)[:, :, None], np.sin(theta)[:, :, None]
+        out = np.stack([a[:, None] * c - b[:, None] * s, b[:, None] * c + a[:, None] * s], axis=-1)
+        return out.reshape(len(x), len(u), -1)
+    qr, kr = rot(q) * w[None, :, None], rot(k)
+    return _pairwise(qr, kr, v, seg, mask)
+
+
+@pytest.mark.parametrize("num", [50, 86])
+def test_pair_kernel_attention_equals_rotated_form(num):
+    """The pair-kernel evaluation is the same Lebedev sum as rotating q and k explicitly."""
+    rng = np.random.default_rng(4)
+    g, s, pd, f, dv = 2, 6, 4, 8, 3
+    n = g * s
+    q, k, v = rng.normal(size=(n, pd, f)), rng.normal(size=(n, pd, f)), rng.normal(size=(n, dv))
+    pos = rng.normal(size=(n, 3)) * 4.0
+    seg = np.repeat(np.arange(g), s)
+    mask = rng.random(n) > 0.25
+    u, w = lebedev_grid(num)
+    omega = erope.frequencies(f, np.pi, 12.0)
+    want = _rotated_form(q, k, v, pos, u, w, omega, seg, mask)
+    with jax.enable_x64(True):
+        got = pair_kernel_attention(jnp.asarray(q), jnp.asarray(k * mask[:, None, None]), jnp.asarray(v * mask[:, None]),
+                                    jnp.asarray(pos), u, w, omega, g, s)
+    np.testing.assert_allclose(np.asarray(got), want, rtol=1e-10, atol=1e-10)
+
+
+def test_fold_antipodal_keeps_the_cosine_sum():
+    rng = np.random.default_rng(5)
+    a = rng.normal(size=(20, 3)) * 3.0
+    for num in GRID_SIZES:
+        u, w = lebedev_grid(num)
+        folded = fold_antipodal(u, w)
+        assert folded is not None and len(folded[0]) == num // 2
+        np.testing.assert_allclose(np.cos(a @ folded[0].T) @ folded[1], np.cos(a @ u.T) @ w, atol=1e-13)
+    u, w = lebedev_grid(50)
+    assert fold_antipodal(u[:-1], w[:-1]) is None  # a grid without inversion symmetry is not folded
