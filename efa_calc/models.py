@@ -50,7 +50,11 @@ def resolve_model(name_or_path: str | os.PathLike) -> Path:
     for d in model_search_path():
         if (d / str(name_or_path) / "config.json").is_file():
             return d / str(name_or_path)
+    hint = ""
+    recipe = BUNDLED_MODELS_DIR / "configs" / f"{name_or_path}.toml"
+    if recipe.is_file():  # a planned bundled model that has not been trained in this checkout
+        hint = f"; it is made by `efa-calc train models/configs/{recipe.name}`"
     raise CheckpointError(
         f"no model named {str(name_or_path)!r} and no checkpoint directory at that path; "
-        f"available models: {', '.join(list_models()) or '(none)'}"
+        f"available models: {', '.join(list_models()) or '(none)'}{hint}"
     )
