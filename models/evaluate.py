@@ -18,6 +18,7 @@ import json
 import sys
 from pathlib import Path
 
+import jax
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
@@ -153,7 +154,7 @@ def write_model_card(name: str, family: str, results: dict) -> Path:
     run_summary = HERE.parent / "runs" / name / "summary.json"
     if wall is None and run_summary.is_file():
         wall = json.loads(run_summary.read_text()).get("wall_time_s")
-    nparams = prov.get("num_parameters") or int(sum(np.size(v) for v in _leaves(ck.params)))
+    nparams = prov.get("num_parameters") or int(sum(np.size(v) for v in jax.tree_util.tree_leaves(ck.params)))
     kind = (f"EFA (Euclidean fast attention) after message-passing iterations {list(lr.iterations)}: "
             f"{lr.lebedev_num}-point Lebedev grid, ERoPE max_length {lr.max_length} Å, max_degree {lr.max_degree}, "
             f"query/key {lr.qk_features} and value {lr.v_features} features"
@@ -219,14 +220,6 @@ def write_model_card(name: str, family: str, results: dict) -> Path:
     path = HERE / name / "README.md"
     path.write_text("\n".join(lines))
     return path
-
-
-def _leaves(tree):
-    if isinstance(tree, dict):
-        for v in tree.values():
-            yield from _leaves(v)
-    else:
-        yield tree
 
 
 def main() -> None:

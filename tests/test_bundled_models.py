@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import jax
 import numpy as np
 import pytest
 from ase import Atoms
@@ -58,16 +59,8 @@ def test_efa_and_local_controls_have_the_same_budget():
         efa, local = (load_checkpoint(_bundled(f"{fam}-{k}")) for k in ("efa", "local"))
         assert efa.config.cutoff == local.config.cutoff
         assert efa.config.num_iterations == local.config.num_iterations
-        n_efa, n_loc = (sum(np.size(v) for v in _leaves(c.params)) for c in (efa, local))
+        n_efa, n_loc = (sum(np.size(v) for v in jax.tree_util.tree_leaves(c.params)) for c in (efa, local))
         assert abs(n_efa - n_loc) / n_efa < 0.03, (n_efa, n_loc)
-
-
-def _leaves(tree):
-    if isinstance(tree, dict):
-        for v in tree.values():
-            yield from _leaves(v)
-    else:
-        yield tree
 
 
 def _cumulene_scans():
