@@ -75,8 +75,10 @@ def fold_antipodal(directions: np.ndarray, weights: np.ndarray) -> tuple[np.ndar
     """One point of every antipodal pair (u, −u) with doubled weight, or None when the grid
     is not inversion symmetric with equal weights.  Σ_m w_m cos(u_m·a) is then unchanged
     and Σ_m w_m sin(u_m·a) = 0 exactly."""
-    d = directions @ directions.T
-    partner = np.argmin(d, axis=1)  # the most nearly antipodal point
+    # O(M) lookup of −u by rounded coordinates (an M×M dot product is 270 MB for M = 5810)
+    key = [tuple(r) for r in np.round(directions, 9) + 0.0]
+    index = {k: i for i, k in enumerate(key)}
+    partner = np.array([index.get(tuple(-np.asarray(k) + 0.0), i) for i, k in enumerate(key)])
     ok = np.allclose(directions[partner], -directions, atol=1e-12) and np.allclose(weights[partner], weights, atol=1e-15)
     if not ok:
         return None
@@ -143,7 +145,6 @@ def pair_kernel_attention(
     qa, qb = jnp.moveaxis(q.reshape(g, s, pd, f // 2, 2), -1, 0)  # (G, S, PD, K) each
     ka, kb = jnp.moveaxis(k.reshape(g, s, pd, f // 2, 2), -1, 0)
     x = jnp.einsum("gipk,gjpk->gijk", qa, ka) + jnp.einsum("gipk,gjpk->gijk", qb, kb)
-    y = jnp.einsum("gipk,gjpk->gijk", qb, ka) - jnp.einsum("gipk,gjpk->gijk", qa, kb)
     omega = jnp.asarray(omega, positions.dtype)
     half = fold_antipodal(np.asarray(directions, np.float64), np.asarray(weights, np.float64))
     directions, weights = (jnp.asarray(a, positions.dtype) for a in (half or (directions, weights)))
@@ -151,7 +152,8 @@ def pair_kernel_attention(
     proj = jnp.einsum("gix,mx->gim", r, directions)  # u_m·r_i; u_m·r_ij = proj_i − proj_j
     phase = (proj[:, :, None, :] - proj[:, None, :, :])[..., None] * omega  # (G, S, S, M, K)
     scores = jnp.einsum("gijk,gijmk,m->gij", x, jnp.cos(phase), weights)
-    if half is None:
+    if half is None:  # the sine part survives only on grids without inversion symmetry
+        y = jnp.einsum("gipk,gjpk->gijk", qb, ka) - jnp.einsum("gipk,gjpk->gijk", qa, kb)
         scores = scores - jnp.einsum("gijk,gijmk,m->gij", y, jnp.sin(phase), weights)
     return jnp.einsum("gij,gjv->giv", scores, v.reshape(g, s, -1)).reshape(g * s, -1)
 
