@@ -83,6 +83,13 @@ class ModelConfig:
       radial_basis: e3x radial function name (``reciprocal_bernstein``).
       cutoff_fn: e3x cutoff function name (``smooth_cutoff``).
       use_switch: learned mixing x ← x + silu(c)·local + silu(1−c)·long-range.
+      output_is_zero_at_init: the reference's initialisation (spec §6): the readout kernel
+        and every MLP's last layer start at zero.  That is a saddle of the loss — the
+        position-dependent layers get no gradient until the readout and the MLPs' last
+        layers have both moved away from zero — and in our runs a model so initialised did
+        not learn torsion energies at all.  ``False`` (our training default) starts the
+        readout at LeCun-normal; the initial energy is then a per-element constant. Only
+        affects ``init_params``; loading a checkpoint ignores it.
       zmax: largest atomic number the embedding accepts is ``zmax - 1``.
       long_range: config of the long-range block, or ``None`` for a local model.
     """
@@ -95,6 +102,7 @@ class ModelConfig:
     radial_basis: str = "reciprocal_bernstein"
     cutoff_fn: str = "smooth_cutoff"
     use_switch: bool = True
+    output_is_zero_at_init: bool = True
     zmax: int = 118
     long_range: EFAConfig | None = None
 

@@ -129,3 +129,37 @@ def test_data_parallel_step_equals_single_device(tmp_path):
     out = json.loads(r.stdout.strip().splitlines()[-1])
     for a, b in zip(out["1"], out["2"]):
         np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-6)
+
+
+@pytest.mark.parametrize("zero_start", [True, False])
+def test_zero_output_initialisation_is_a_saddle(dataset, zero_start):
+    """With the reference's all-zero readout and MLP outputs the initial energy is a
+    per-element constant (forces exactly zero) and no position-dependent parameter gets a
+    gradient (the loss sits on a saddle); our training default
+    (``output_is_zero_at_init=False``) starts with gradients flowing everywhere."""
+    import jax.numpy as jnp
+    from efa_calc.data import BatchSampler
+    from efa_calc.nn.energy_model import Batch, energy_and_forces, init_params
+
+    cfg = TINY.replace(output_is_zero_at_init=zero_start)
+    shift = fit_energy_shift(dataset)
+    sampler = BatchSampler(dataset, cfg.cutoff, shift, 8)
+    tb = next(sampler.epoch(0))
+    batch = Batch(*(jnp.asarray(a[0]) for a in tb.inputs))
+    params = init_params(cfg, jax.random.PRNGKey(0), batch)
+
+    def loss(p):
+        e, f, _ = energy_and_forces(p, cfg, batch, nodes_per_graph=sampler.slots)
+        return jnp.sum(((e - tb.energy[0]) * batch.graph_mask) ** 2) + jnp.sum((f - tb.forces[0]) ** 2)
+
+    _, forces, _ = energy_and_forces(params, cfg, batch, nodes_per_graph=sampler.slots)
+    assert (float(np.abs(np.asarray(forces)).max()) == 0.0) == zero_start
+    grads = jax.grad(loss)(params)["params"]
+    deep = {k: v for k, v in grads.items() if k.startswith(("message_pass", "long_range_0", "long_range_1"))}
+    assert set(deep) >= {"message_pass_0", "long_range_0"}
+    norms = {k: float(sum(jnp.sum(jnp.abs(x)) for x in jax.tree_util.tree_leaves(v))) for k, v in deep.items()}
+    if zero_start:
+        assert all(n == 0.0 for n in norms.values()), norms
+    else:
+        assert float(jnp.abs(grads["readout"]["kernel"]).sum()) > 0
+        assert all(n > 0.0 for n in norms.values()), norms

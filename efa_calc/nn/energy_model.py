@@ -59,10 +59,11 @@ class Batch(NamedTuple):
     graph_mask: Bool[Array, "G"]
 
 
-def _mlp(x, features: int, name: str):
+def _mlp(x, features: int, name: str, zero_output: bool = True):
     x = e3x.nn.Dense(features, dtype=x.dtype, name=f"{name}_0")(x)
     x = e3x.nn.silu(x)
-    return e3x.nn.Dense(features, dtype=x.dtype, kernel_init=nn.initializers.zeros, name=f"{name}_1")(x)
+    init = {"kernel_init": nn.initializers.zeros} if zero_output else {}  # else e3x's default
+    return e3x.nn.Dense(features, dtype=x.dtype, name=f"{name}_1", **init)(x)
 
 
 class EnergyModel(nn.Module):
@@ -132,7 +133,7 @@ class EnergyModel(nn.Module):
             else:
                 y = MessagePass(dtype=dtype, name=f"message_pass_{t}")(x, basis, dst_idx, src_idx, n)
             # e3x's Clebsch–Gordan tables are float64 when x64 is on: keep the compute dtype.
-            y = _mlp(e3x.nn.add(x, y.astype(dtype)), cfg.num_features, f"local_mlp_{t}")
+            y = _mlp(e3x.nn.add(x, y.astype(dtype)), cfg.num_features, f"local_mlp_{t}", cfg.output_is_zero_at_init)
 
             y_nl = None
             if lr is not None and t in lr.iterations:
@@ -146,7 +147,7 @@ class EnergyModel(nn.Module):
                     x_lr, centred, batch_segments, node_mask, num_graphs, nodes_per_graph
                 )
                 y_nl = e3x.nn.Dense(cfg.num_features, dtype=dtype, name=f"long_range_projection_{t}")(y_nl.astype(dtype))
-                y_nl = _mlp(e3x.nn.add(y_nl, x), cfg.num_features, f"long_range_mlp_{t}")
+                y_nl = _mlp(e3x.nn.add(y_nl, x), cfg.num_features, f"long_range_mlp_{t}", cfg.output_is_zero_at_init)
 
             if cfg.use_switch:
                 c = self.param(f"switch_{t}", nn.initializers.constant(0.5), (1,)).astype(dtype)
@@ -158,7 +159,8 @@ class EnergyModel(nn.Module):
             x = e3x.nn.add(*terms)
 
         x = e3x.nn.change_max_degree_or_type(x, max_degree=0, include_pseudotensors=False)
-        e = nn.Dense(1, use_bias=False, dtype=dtype, kernel_init=nn.initializers.zeros, name="readout")(x)
+        readout_init = nn.initializers.zeros if cfg.output_is_zero_at_init else nn.initializers.lecun_normal()
+        e = nn.Dense(1, use_bias=False, dtype=dtype, kernel_init=readout_init, name="readout")(x)
         bias = self.param("element_bias", nn.initializers.zeros, (cfg.zmax + 1,)).astype(dtype)
         e = jnp.squeeze(e, axis=(-1, -2, -3)) + bias[atomic_numbers]
         return e * node_mask.astype(e.dtype)
