@@ -84,12 +84,12 @@ class ModelConfig:
       cutoff_fn: e3x cutoff function name (``smooth_cutoff``).
       use_switch: learned mixing x ← x + silu(c)·local + silu(1−c)·long-range.
       output_is_zero_at_init: the reference's initialisation (spec §6): the readout kernel
-        and every MLP's last layer start at zero.  That is a saddle of the loss — the
-        position-dependent layers get no gradient until the readout and the MLPs' last
-        layers have both moved away from zero — and in our runs a model so initialised did
-        not learn torsion energies at all.  ``False`` (our training default) starts the
-        readout at LeCun-normal; the initial energy is then a per-element constant. Only
-        affects ``init_params``; loading a checkpoint ignores it.
+        and every MLP's last layer start at zero, so the first energy is Σ element_bias.
+        That start is a saddle of the loss — no position-dependent layer gets a gradient
+        until the readout and the MLPs' last layers have both moved — and in our runs
+        such models learned almost no torsion energy.  ``False`` (our training configs)
+        initialises those layers like every other Dense (LeCun normal).  Only affects
+        ``init_params``; loading a checkpoint ignores it.
       zmax: largest atomic number the embedding accepts is ``zmax - 1``.
       long_range: config of the long-range block, or ``None`` for a local model.
     """
@@ -156,6 +156,7 @@ _REF_DEFAULTS: dict[str, Any] = {
     "radial_basis_fn": "reciprocal_bernstein",
     "mp_num_basis_fn": 32,
     "use_switch": True,
+    "output_is_zero_at_init": True,
     "zmax": 118,
     "era_use_in_iterations": None,
     "era_max_degree": None,
@@ -174,7 +175,6 @@ _REF_UNSUPPORTED: dict[str, Any] = {
     "atomic_dipole_embedding": False,
     "era_tensor_integration": False,
     "emulate_era_block": False,
-    "output_is_zero_at_init": True,
     "iterated_tensor_products": False,
 }
 _REF_IGNORED = {"era_num_frequencies"}  # a no-op in the reference (spec §5)
@@ -225,6 +225,7 @@ def from_reference_hyperparameters(hp: dict) -> ModelConfig:
         radial_basis=str(p["radial_basis_fn"]),
         cutoff_fn=str(p["cutoff_fn"]),
         use_switch=bool(p["use_switch"]),
+        output_is_zero_at_init=bool(p["output_is_zero_at_init"]),
         zmax=int(p["zmax"]),
         long_range=lr,
     )
