@@ -7,6 +7,7 @@
     path = "../data/cumulene_gfn2.extxyz"  # extxyz, ASE db or reference npz
     split = [2800, 350, -1]                # train, valid, test (-1: the rest)
     seed = 0
+    include = { n_carbons = [3, 5, 7] }    # optional: keep frames whose info matches
 
     [model]                                # ModelConfig fields
     num_features = 32
@@ -57,6 +58,9 @@ class TrainingOptions:
       eval_every, checkpoint_every: steps between validation / resumable state saves.
       seed: initialisation and shuffling seed.
       num_devices: data-parallel devices (``jax.devices()[:num_devices]``).
+      init: ``"unit"`` rescales the fresh parameters so every layer's output has unit
+        RMS per irrep on the first batch (:mod:`efa_calc.train.initialisation`; needed for
+        torsion-like many-body terms to be learnable); ``"e3x"`` keeps e3x's initialisers.
     """
 
     steps: int = 10000
@@ -72,6 +76,11 @@ class TrainingOptions:
     checkpoint_every: int = 250
     seed: int = 0
     num_devices: int = 1
+    init: str = "unit"
+
+    def __post_init__(self):
+        if self.init not in ("unit", "e3x"):
+            raise ValueError(f"unknown init {self.init!r}; use 'unit' or 'e3x'")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,6 +92,7 @@ class TrainConfig:
     model: ModelConfig
     training: TrainingOptions
     export: Path | None = None
+    include: dict | None = None
     source: dict = dataclasses.field(default_factory=dict, compare=False)
 
 
@@ -107,5 +117,6 @@ def load_train_config(path: str | Path, **overrides) -> TrainConfig:
         model=model,
         training=training,
         export=(base / export).resolve() if export else None,
+        include=data.get("include"),
         source=raw,
     )

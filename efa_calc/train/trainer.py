@@ -43,6 +43,7 @@ from efa_calc.data.batches import TrainingBatch
 from efa_calc.nn.energy_model import Batch, energy_and_forces, init_params
 from efa_calc.config import ModelConfig
 from efa_calc.train.config import TrainConfig, TrainingOptions
+from efa_calc.train.initialisation import rescale_to_unit_outputs
 
 __all__ = ["Trainer", "train"]
 
@@ -140,7 +141,7 @@ class Trainer:
         self.opts = config.training
         self.workdir = Path(workdir)
         self.progress = progress
-        self.ds = dataset if dataset is not None else read_dataset(config.data_path)
+        self.ds = (dataset if dataset is not None else read_dataset(config.data_path)).select(config.include)
         self.train_idx, self.valid_idx, self.test_idx = split_indices(len(self.ds), config.split, config.split_seed)
         train_ds = self.ds.subset(self.train_idx)
         self.species = self.ds.species
@@ -169,6 +170,11 @@ class Trainer:
         first = next(self.train_sampler.epoch(0))
         shard0 = Batch(*(jnp.asarray(a[0]) for a in first.inputs))
         params = init_params(self.cfg.model, jax.random.PRNGKey(self.opts.seed), shard0)
+        if self.opts.init == "unit":
+            # per-atom energy scale of the targets: molecule std spread over its atoms
+            n_atoms = np.mean([len(z) for z in self.train_sampler.ds.numbers])
+            energy_rms = float(np.std(self.train_sampler.targets) / np.sqrt(n_atoms)) or 0.1
+            params = rescale_to_unit_outputs(params, self.cfg.model, shard0, self.slots, energy_rms=energy_rms)
         params = jax.device_put(params, self._replicated)
         return {"step": 0, "params": params, "opt_state": jax.device_put(self.optimizer.init(params), self._replicated),
                 "ema": jax.tree_util.tree_map(jnp.copy, params), "history": [], "best": None}
@@ -291,7 +297,8 @@ class Trainer:
         return {
             "data": {"path": str(self.cfg.data_path), "sha256": _sha256(self.cfg.data_path) if self.cfg.data_path.is_file() else None,
                      "num_frames": len(self.ds), "split": {"train": len(self.train_idx), "valid": len(self.valid_idx),
-                                                            "test": len(self.test_idx)}, "split_seed": self.cfg.split_seed},
+                                                            "test": len(self.test_idx)}, "split_seed": self.cfg.split_seed,
+                     "include": self.cfg.include},
             "training": dataclasses.asdict(self.opts),
             "git_commit": git_commit(),
             "hardware": f"{platform.machine()} {platform.processor() or ''} {os.cpu_count()} cores; jax {jax.__version__} "
