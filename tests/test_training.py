@@ -29,7 +29,7 @@ def _config(steps=60, devices=1, **kw) -> TrainConfig:
     opts = TrainingOptions(**{"steps": steps, "graphs_per_batch": 8, "learning_rate": 5e-3, "final_learning_rate": 1e-3,
                               "eval_every": 10, "checkpoint_every": 5, "ema_decay": 0.9, "num_devices": devices, **kw})
     return TrainConfig("tiny", Path("synthetic"), (48, 16, -1), 0, TINY, opts, None,
-                       {"model": TINY.to_dict(), "training": {"steps": steps}})
+                       source={"model": TINY.to_dict(), "training": {"steps": steps}})
 
 
 @pytest.fixture(scope="module")
@@ -101,7 +101,7 @@ def test_resume_refuses_a_different_config(tmp_path, dataset):
     Trainer(_config(), tmp_path / "r", dataset=dataset, progress=False).run(steps=5)
     other = _config(learning_rate=1e-2)
     other = TrainConfig(other.name, other.data_path, other.split, other.split_seed, other.model, other.training,
-                        None, {"model": TINY.to_dict(), "training": {"learning_rate": 1e-2}})
+                        None, source={"model": TINY.to_dict(), "training": {"learning_rate": 1e-2}})
     with pytest.raises(ValueError, match="different config"):
         Trainer(other, tmp_path / "r", dataset=dataset, progress=False).run(steps=5)
 
@@ -128,8 +128,11 @@ def test_data_parallel_step_equals_single_device(tmp_path):
     r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env)
     assert r.returncode == 0, r.stderr[-2000:]
     out = json.loads(r.stdout.strip().splitlines()[-1])
-    for a, b in zip(out["1"], out["2"]):
-        np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-6)
+    a = np.concatenate([np.asarray(x) for x in out["1"]])
+    b = np.concatenate([np.asarray(x) for x in out["2"]])
+    # same initialisation (computed on the unsharded batch), then only the order of the
+    # float32 gradient sum differs
+    np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-6)
 
 
 @pytest.mark.parametrize("zero_start", [True, False])

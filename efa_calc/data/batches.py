@@ -84,6 +84,19 @@ class BatchSampler:
         inputs = Batch(*(np.stack([s[0][k] for s in shards]) for k in range(len(Batch._fields))))
         return TrainingBatch(inputs, np.stack([s[1] for s in shards]), np.stack([s[2] for s in shards]))
 
+    def unsharded(self, idx: Sequence[int]) -> Batch:
+        """The molecules ``idx`` as one unsharded :class:`Batch`: for statistics (the
+        output-scale initialisation) that must not depend on the number of devices."""
+        idx = list(idx)
+        edges = 64 * max(1, math.ceil(sum(len(self.pairs[i][0]) for i in idx) / 64))
+        return pad_graphs([self.ds.numbers[i] for i in idx], [self.ds.positions[i] for i in idx],
+                          [self.pairs[i] for i in idx], self.slots, edges, len(idx), dtype=np.float32)
+
+    def first_indices(self, epoch: int = 0) -> np.ndarray:
+        """The molecules of the first full batch of ``epoch`` (all shards together)."""
+        order = np.random.default_rng([self.seed, epoch]).permutation(np.arange(len(self.ds)))
+        return order[: self.graphs * self.shards]
+
     def epoch(self, epoch: int, indices: Sequence[int] | None = None) -> Iterator[TrainingBatch]:
         """Shuffled full batches of one epoch (deterministic in seed and epoch)."""
         idx = np.arange(len(self.ds)) if indices is None else np.asarray(indices)

@@ -92,6 +92,7 @@ class TrainConfig:
     model: ModelConfig
     training: TrainingOptions
     export: Path | None = None
+    _: dataclasses.KW_ONLY  # optional extras by keyword, so positional callers cannot mix them up
     include: dict | None = None
     source: dict = dataclasses.field(default_factory=dict, compare=False)
 

@@ -167,14 +167,14 @@ class Trainer:
 
     # ------------------------------------------------------------------ state
     def _fresh_state(self) -> dict:
-        first = next(self.train_sampler.epoch(0))
-        shard0 = Batch(*(jnp.asarray(a[0]) for a in first.inputs))
-        params = init_params(self.cfg.model, jax.random.PRNGKey(self.opts.seed), shard0)
+        # the whole first batch, unsharded: the initialisation is then the same for any device count
+        first = Batch(*(jnp.asarray(a) for a in self.train_sampler.unsharded(self.train_sampler.first_indices())))
+        params = init_params(self.cfg.model, jax.random.PRNGKey(self.opts.seed), first)
         if self.opts.init == "unit":
             # per-atom energy scale of the targets: molecule std spread over its atoms
             n_atoms = np.mean([len(z) for z in self.train_sampler.ds.numbers])
             energy_rms = float(np.std(self.train_sampler.targets) / np.sqrt(n_atoms)) or 0.1
-            params = rescale_to_unit_outputs(params, self.cfg.model, shard0, self.slots, energy_rms=energy_rms)
+            params = rescale_to_unit_outputs(params, self.cfg.model, first, self.slots, energy_rms=energy_rms)
         params = jax.device_put(params, self._replicated)
         return {"step": 0, "params": params, "opt_state": jax.device_put(self.optimizer.init(params), self._replicated),
                 "ema": jax.tree_util.tree_map(jnp.copy, params), "history": [], "best": None}
