@@ -118,3 +118,23 @@ def test_pyscf_labeller_flags_nonconvergence():
     bad = PySCFLabeller(xc="pbe", basis="def2-svp", conv_tol=1e-30, max_cycle=2)(ion)
     assert not bad.converged and np.isnan(bad.energy) and np.all(np.isnan(bad.forces))
     assert bad.meta["newton_fallback"] is True
+
+
+def test_cumulene_torsion_frames_extend_the_plan_without_changing_it():
+    """Torsion frames (no thermal run) come after the thermal ones, so adding them keeps
+    every earlier frame bit for bit; they carry their dihedral and small displacements."""
+    pytest.importorskip("tblite")
+    from efa_calc.generate.cumulene import DEFAULT_CUMULENE_CONFIG, plan_cumulene, relaxed_cumulene
+    from efa_calc.structures import cumulene_dihedral
+
+    base = {**DEFAULT_CUMULENE_CONFIG, "n_carbons": [3], "frames_per_chain": 2, "thermal_steps": 2}
+    plain = plan_cumulene(base, progress=False)
+    more = plan_cumulene({**base, "torsion_frames_per_chain": 3, "torsion_displacement_A": 0.02}, progress=False)
+    assert len(plain) == 2 and len(more) == 5
+    for a, b in zip(plain, more):
+        np.testing.assert_array_equal(a.positions, b.positions)
+    ref = relaxed_cumulene(3)
+    for a in more[2:]:
+        assert a.info["kind"] == "torsion" and a.info["dihedral_deg"] == pytest.approx(cumulene_dihedral(a))
+        shift = np.abs(a.positions - ref.positions).max()
+        assert 0.0 < shift < 2.5  # rotated H (≤ 1.9 Å) and stretched bonds, not a thermal trajectory

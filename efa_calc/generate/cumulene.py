@@ -6,7 +6,11 @@ chain.  Training frames start from the GFN2-xTB equilibrium geometry of each cha
 
 * rotate the last CH2 rigidly to a random dihedral in [0°, 180°],
 * scale every C=C bond by a random factor (bond-length variation, σ = 2 %),
-* run a short GFN2-xTB Langevin trajectory at 300–800 K (thermal displacements).
+* run a short GFN2-xTB Langevin trajectory at 300–800 K (thermal displacements);
+* optionally (``torsion_frames_per_chain``) also keep torsion frames without the
+  trajectory: random dihedral, bond-length variation and small Gaussian displacements
+  (``torsion_displacement_A``).  Thermal energies (std ≈ 0.4 eV per frame at these
+  temperatures) otherwise dwarf the torsion signal.
 
 Test scans (:func:`plan_cumulene_scans`) are rigid rotations of the equilibrium geometry
 from 0° to 180° every 15° — idealised geometries that no training frame repeats.
@@ -120,6 +124,18 @@ def plan_cumulene(config: dict, progress: bool = True) -> list[Atoms]:
         a.info = {"kind": "thermal", "system": f"C{n}H4", "charge": 0, "n_carbons": n,
                   "dihedral_deg": cumulene_dihedral(a), "temperature_K": t}
         frames.append(a)
+    # after the thermal frames, so a config without them plans the same frames as before
+    for n in config["n_carbons"]:
+        base = relaxed_cumulene(n)
+        ground = cumulene_dihedral(base)
+        for _ in range(int(config.get("torsion_frames_per_chain", 0))):
+            phi = float(rng.uniform(0.0, 180.0))
+            a = rotate_terminal_group(base, phi - ground)
+            a = _scale_chain(a, 1.0 + config["bond_scale_sigma"] * rng.normal(size=n - 1))
+            a.positions += rng.normal(0.0, config.get("torsion_displacement_A", 0.02), a.positions.shape)
+            a.info = {"kind": "torsion", "system": f"C{n}H4", "charge": 0, "n_carbons": n,
+                      "dihedral_deg": cumulene_dihedral(a), "temperature_K": 0.0}
+            frames.append(a)
     return frames
 
 
