@@ -122,7 +122,7 @@ def test_pyscf_labeller_flags_nonconvergence():
 
 def test_cumulene_torsion_frames_extend_the_plan_without_changing_it():
     """Torsion frames (no thermal run) come after the thermal ones, so adding them keeps
-    every earlier frame bit for bit; they carry their dihedral and small displacements."""
+    every earlier frame (up to tblite's last-bit threading noise); they carry their dihedral and small displacements."""
     pytest.importorskip("tblite")
     from efa_calc.generate.cumulene import DEFAULT_CUMULENE_CONFIG, plan_cumulene, relaxed_cumulene
     from efa_calc.structures import cumulene_dihedral
@@ -132,7 +132,7 @@ def test_cumulene_torsion_frames_extend_the_plan_without_changing_it():
     more = plan_cumulene({**base, "torsion_frames_per_chain": 3, "torsion_displacement_A": 0.02}, progress=False)
     assert len(plain) == 2 and len(more) == 5
     for a, b in zip(plain, more):
-        np.testing.assert_array_equal(a.positions, b.positions)
+        np.testing.assert_allclose(a.positions, b.positions, rtol=0, atol=1e-12)
     ref = relaxed_cumulene(3)
     for a in more[2:]:
         assert a.info["kind"] == "torsion" and a.info["dihedral_deg"] == pytest.approx(cumulene_dihedral(a))

@@ -135,6 +135,7 @@ def test_data_parallel_step_equals_single_device(tmp_path):
     np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-6)
 
 
+@pytest.mark.slow  # ~100 s on 2 cores; the default path (unit init) is trained in test_training_lowers_the_loss
 @pytest.mark.parametrize("zero_start", [True, False])
 def test_zero_output_initialisation_is_a_saddle(dataset, zero_start):
     """With the reference's all-zero readout and MLP outputs the initial energy is a
@@ -190,6 +191,7 @@ def test_energy_shift_with_dependent_counts_stays_physical():
         assert 0.5 * e > fitted > 1.5 * e, shift.per_element
 
 
+@pytest.mark.slow  # ~120 s on 2 cores
 def test_unit_output_initialisation_sets_every_layer_and_unlocks_torsion():
     """The data-dependent initialisation sets every rescaled layer's output RMS to the
     target per irrep, keeps the parameter tree, and makes a two-feature term — the
