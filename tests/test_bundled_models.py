@@ -63,14 +63,17 @@ def test_efa_and_local_controls_have_the_same_budget():
         assert abs(n_efa - n_loc) / n_efa < 0.03, (n_efa, n_loc)
 
 
-def _cumulene_scans():
-    path = MODELS / "data" / "cumulene_gfn2_scans.extxyz"
+def _held_out(data: str, config: str, *keys: str):
+    """A held-out dataset of ``models/data`` and its ``info[key]`` columns; skips if absent."""
+    path = MODELS / "data" / data
     if not path.is_file():
-        pytest.skip("held-out cumulene scans missing (efa-calc generate models/configs/cumulene-test-data.toml)")
+        pytest.skip(f"held-out data {data} missing (efa-calc generate models/configs/{config})")
     ds = read_dataset(path)
-    n = np.array([i["n_carbons"] for i in ds.info])
-    phi = np.array([i["dihedral_deg"] for i in ds.info])
-    return ds, n, phi
+    return (ds, *(np.array([i[k] for i in ds.info]) for k in keys))
+
+
+def _cumulene_scans():
+    return _held_out("cumulene_gfn2_scans.extxyz", "cumulene-test-data.toml", "n_carbons", "dihedral_deg")
 
 
 @pytest.mark.parametrize("name", ["cumulene-efa", "cumulene-local"])
@@ -116,12 +119,7 @@ def test_cumulene_efa_learns_the_odd_chain_torsion_and_local_cannot():
 
 
 def _sn2_test_data():
-    path = MODELS / "data" / "sn2_pbe0_test.extxyz"
-    if not path.is_file():
-        pytest.skip("held-out SN2 data missing (efa-calc generate models/configs/sn2-test-data.toml)")
-    ds = read_dataset(path)
-    kinds = np.array([i["kind"] for i in ds.info])
-    return ds, kinds
+    return _held_out("sn2_pbe0_test.extxyz", "sn2-test-data.toml", "kind")
 
 
 def test_sn2_efa_reproduces_the_relaxed_path_near_the_transition_state():
