@@ -92,15 +92,17 @@ class BatchSampler:
         return pad_graphs([self.ds.numbers[i] for i in idx], [self.ds.positions[i] for i in idx],
                           [self.pairs[i] for i in idx], self.slots, edges, len(idx), dtype=np.float32)
 
+    def _order(self, epoch: int, idx: np.ndarray) -> np.ndarray:
+        return np.random.default_rng([self.seed, epoch]).permutation(idx)
+
     def first_indices(self, epoch: int = 0) -> np.ndarray:
         """The molecules of the first full batch of ``epoch`` (all shards together)."""
-        order = np.random.default_rng([self.seed, epoch]).permutation(np.arange(len(self.ds)))
-        return order[: self.graphs * self.shards]
+        return self._order(epoch, np.arange(len(self.ds)))[: self.graphs * self.shards]
 
     def epoch(self, epoch: int, indices: Sequence[int] | None = None) -> Iterator[TrainingBatch]:
         """Shuffled full batches of one epoch (deterministic in seed and epoch)."""
         idx = np.arange(len(self.ds)) if indices is None else np.asarray(indices)
-        order = np.random.default_rng([self.seed, epoch]).permutation(idx)
+        order = self._order(epoch, idx)
         per = self.graphs * self.shards
         for start in range(0, len(order) - per + 1, per):
             yield self.make(order[start : start + per])
