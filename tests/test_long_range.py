@@ -280,3 +280,18 @@ def test_checkpoint_with_mismatched_block_fails_at_load(tmp_path):
     (d2 / "config.json").write_text(json.dumps(meta))
     with pytest.raises(CheckpointError, match=r"mara_gate=True does not match.*mara_gate_0"):
         load_checkpoint(d2)
+
+
+@pytest.mark.parametrize("name", ["all_to_all", "local_mara"])
+def test_protocol_runs_every_block(tmp_path, name):
+    """The protocols take any block: a short float64 NVE of C9H4 conserves energy."""
+    from md_protocols import protocols
+    from md_protocols.common import execute
+
+    ckpt = _model(name)
+    ckpt.config = ckpt.config.replace(cutoff=4.0)  # same parameters; C9H4's bonded neighbours
+    d = save_checkpoint(ckpt, tmp_path / name)
+    s = execute(protocols()["cumulene-nve"], tmp_path / "nve", model=str(d), steps=40, dtype="float64",
+                timestep_fs=0.25, progress=False)
+    assert s["status"] == "completed"
+    assert s["results"]["max_energy_deviation_meV_per_atom"] < 1.0
