@@ -35,6 +35,8 @@ CUMULENE = {
     "local + MARA": "cumulene-cmp-mara",
     "EFA exact, ω_max 2.4 Å⁻¹": "cumulene-cmp-efa-exact-hf",
 }
+CUMULENE_ODD = {label: name.replace("cumulene-cmp", "cumulene-odd-cmp") for label, name in CUMULENE.items()
+                if "exact" not in label}
 SN2 = {
     "EFA": "sn2-cmp-efa",
     "all-to-all": "sn2-cmp-all-to-all",
@@ -72,12 +74,13 @@ def main(argv=None) -> None:
     args = p.parse_args(argv)
     ev = _evaluate_module()
     runs = Path(args.runs)
-    result: dict = {"cumulene": {}, "sn2": {}}
-    cum = _trained(CUMULENE, runs)
-    if cum:
-        scans = ev.cumulene_scans([str(p) for p in cum.values()])
-        for label, path in cum.items():
-            result["cumulene"][label] = {**_summary(path), "scans": scans[str(path)]}
+    result: dict = {"cumulene": {}, "cumulene_odd": {}, "sn2": {}}
+    for family, table in (("cumulene", CUMULENE), ("cumulene_odd", CUMULENE_ODD)):
+        cum = _trained(table, runs)
+        if cum:
+            scans = ev.cumulene_scans([str(p) for p in cum.values()])
+            for label, path in cum.items():
+                result[family][label] = {**_summary(path), "scans": scans[str(path)]}
     sn2 = _trained(SN2, runs)
     if sn2:
         scans = ev.sn2_scans([str(p) for p in sn2.values()])
@@ -107,7 +110,7 @@ def _print(result: dict) -> None:
                 line += f" | {key} RMSE {1e3 * s['relative_energy_rmse_eV']:.0f} meV span {1e3 * s['model_span_eV']:.0f}"
                 if "rise_8_to_12_meV" in s:
                     line += f" rise8-12 {s['rise_8_to_12_meV']:.0f} (ref {s['reference_rise_8_to_12_meV']:.0f})"
-                elif family == "cumulene":
+                elif family.startswith("cumulene"):
                     line += f" min@{s['model_minimum_at']:.0f}°"
             print(line)
 
@@ -119,23 +122,27 @@ def _plot(result: dict, folder: Path) -> None:
     import matplotlib.pyplot as plt
 
     folder.mkdir(parents=True, exist_ok=True)
-    if result["cumulene"]:
-        chains = list(next(iter(result["cumulene"].values()))["scans"])
-        fig, axes = plt.subplots(1, len(chains), figsize=(4 * len(chains), 3.4), sharey=False)
-        for ax, chain in zip(np.atleast_1d(axes), chains):
-            first = next(iter(result["cumulene"].values()))["scans"][chain]
-            ref = np.array(first["reference_eV"])
-            ax.plot(first["x"], ref - ref.min(), "k-", lw=2.5, label="GFN2-xTB")
-            for label, r in result["cumulene"].items():
-                s = r["scans"][chain]
-                e = np.array(s["model_eV"])
-                ax.plot(s["x"], e - e.mean() + (ref - ref.min()).mean(), "-o", ms=3, label=label)
-            ax.set_title(chain)
-            ax.set_xlabel("CH2–CH2 dihedral (°)")
-        np.atleast_1d(axes)[0].set_ylabel("relative energy (eV)")
-        np.atleast_1d(axes)[-1].legend(fontsize=7)
+    families = [f for f in ("cumulene_odd", "cumulene") if result[f]]
+    if families:
+        chains = list(next(iter(result[families[0]].values()))["scans"])
+        fig, axes = plt.subplots(len(families), len(chains), figsize=(4 * len(chains), 3.4 * len(families)),
+                                 squeeze=False)
+        for row, family in zip(axes, families):
+            for ax, chain in zip(row, chains):
+                first = next(iter(result[family].values()))["scans"][chain]
+                ref = np.array(first["reference_eV"])
+                ax.plot(first["x"], ref - ref.min(), "k-", lw=2.5, label="GFN2-xTB")
+                for label, r in result[family].items():
+                    s = r["scans"][chain]
+                    e = np.array(s["model_eV"])
+                    ax.plot(s["x"], e - e.mean() + (ref - ref.min()).mean(), "-o", ms=3, label=label)
+                trained = "odd chains" if family == "cumulene_odd" else "all chains"
+                ax.set_title(f"{chain} (trained on {trained})", fontsize=9)
+                ax.set_xlabel("CH2–CH2 dihedral (°)")
+            row[0].set_ylabel("relative energy (eV)")
+            row[-1].legend(fontsize=7)
         fig.tight_layout()
-        fig.savefig(folder / "long_range_cumulene_scans.png", dpi=120)
+        fig.savefig(folder / "long_range_cumulene_scans.png", dpi=110)
         plt.close(fig)
     if result["sn2"]:
         fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))

@@ -4,6 +4,7 @@ Models: the SN2 comparison hyperparameters (``benchmarks/long_range/sn2-cmp-*.to
 iterations, 5 Å cutoff, equal parameter budgets of ~83 k) with fresh parameters, float32:
 
 * ``efa``        EFA, 50-point Lebedev rule (pair kernel for ≤ 64 atoms, linear order above)
+* ``efa_974``    the same block on the 974-point grid (what frequencies 12.5× higher need)
 * ``efa_exact``  the same block with its exact j₀ kernel, O(N²)
 * ``all_to_all`` exact softmax attention over all atoms, O(N²)
 * ``local``      no long-range block (F = 83)
@@ -40,6 +41,7 @@ sys.path.insert(0, str(ROOT))
 
 VARIANTS = {
     "efa": "sn2-cmp-efa",
+    "efa_974": "sn2-cmp-efa",
     "efa_exact": "sn2-cmp-efa",
     "all_to_all": "sn2-cmp-all-to-all",
     "local": "sn2-cmp-local",
@@ -71,6 +73,8 @@ def model(variant: str):
     cfg = load_train_config(ROOT / "benchmarks" / "long_range" / f"{VARIANTS[variant]}.toml").model
     if variant == "efa_exact":
         cfg = cfg.for_evaluation(efa_exact=True)
+    elif variant == "efa_974":
+        cfg = cfg.for_evaluation(lebedev_num=974)
     pos = cluster(6)
     batch = pad_graphs([np.array([1, 6, 1, 6, 1, 6])], [pos], [neighbor_pairs(pos, cfg.cutoff)], 8, 64, dtype=np.float32)
     params = jax.tree_util.tree_map(np.asarray, init_params(cfg, jax.random.PRNGKey(0), batch))
@@ -124,12 +128,17 @@ def main(argv=None) -> None:
     p.add_argument("--sizes", type=int, nargs="+", default=[13, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192])
     p.add_argument("--variants", nargs="+", default=list(VARIANTS))
     p.add_argument("--max-gib", type=float, default=16.0, help="skip runs whose compiled call needs more (GiB)")
+    p.add_argument("--limit", nargs="*", default=["efa_974=4096", "efa_exact=4096", "local_mara=1024"],
+                   metavar="VARIANT=N", help="largest N to run for a variant (time on 2 CPU cores)")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "long_range_speed.json"))
     args = p.parse_args(argv)
+    limits = {k: int(v) for k, v in (item.split("=") for item in args.limit)}
     rows = []
     print(f"{'variant':12s} {'N':>6s} {'pairs':>8s} {'time ms':>9s} {'GFLOP':>8s} {'temp MiB':>9s}")
     for n in args.sizes:
         for v in args.variants:
+            if n > limits.get(v, n):
+                continue
             try:
                 row = measure(v, n, args.max_gib)
             except Exception as exc:  # out of memory at compile or run time: record, go on

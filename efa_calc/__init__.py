@@ -5,7 +5,7 @@ Units everywhere: energies in eV, lengths in Å, forces in eV/Å, time in fs, te
 
 from efa_calc.calculator import EFACalculator
 from efa_calc.checkpoint import Checkpoint, EnergyShift, load_checkpoint, save_checkpoint
-from efa_calc.config import EFAConfig, ModelConfig
+from efa_calc.config import AllToAllConfig, EFAConfig, MARAGateConfig, ModelConfig
 from efa_calc.errors import CheckpointError, EFAError, InputError
 from efa_calc.models import list_models
 
@@ -18,6 +18,8 @@ __all__ = [
     "load_checkpoint",
     "save_checkpoint",
     "EFAConfig",
+    "AllToAllConfig",
+    "MARAGateConfig",
     "ModelConfig",
     "CheckpointError",
     "EFAError",

@@ -70,7 +70,12 @@ def _eval(calc, frames):
     return np.array([r["energy"] for r in res]), [r["forces"] for r in res]
 
 
-@pytest.fixture(scope="module", params=list(VARIANTS))
+# EFA's quadrature is covered by tests/test_invariance.py; the combined variant is slow.
+_SLOW = pytest.mark.slow
+
+
+@pytest.fixture(scope="module", params=[pytest.param("efa", marks=_SLOW), "efa_exact", "all_to_all", "local_mara",
+                                        pytest.param("all_to_all_mara", marks=_SLOW)])
 def variant(request):
     return request.param, _model(request.param)
 
@@ -105,7 +110,7 @@ def test_translation_permutation_exact_rotation_bounded(variant):
             np.testing.assert_allclose(f_r[k], f0[k] @ mats[k].T, atol=100 * tol)
 
 
-@pytest.mark.parametrize("name", ["efa_exact", "all_to_all", "local_mara"])
+@pytest.mark.parametrize("name", [pytest.param("efa_exact", marks=_SLOW), "all_to_all", "local_mara"])
 def test_masking_structures_and_padding(name):
     """Structures in one batch do not see each other, padding atoms change nothing, and the
     slot and arbitrary-segment layouts agree.  (EFA's quadrature: tests/test_batching.py.)"""
@@ -282,7 +287,7 @@ def test_checkpoint_with_mismatched_block_fails_at_load(tmp_path):
         load_checkpoint(d2)
 
 
-@pytest.mark.parametrize("name", ["all_to_all", "local_mara"])
+@pytest.mark.parametrize("name", ["all_to_all", pytest.param("local_mara", marks=_SLOW)])
 def test_protocol_runs_every_block(tmp_path, name):
     """The protocols take any block: a short float64 NVE of C9H4 conserves energy."""
     from md_protocols import protocols

@@ -4,6 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 for name in sn2-cmp-efa sn2-cmp-all-to-all sn2-cmp-local sn2-cmp-mara \
-            cumulene-cmp-efa cumulene-cmp-efa-exact-hf cumulene-cmp-all-to-all cumulene-cmp-local cumulene-cmp-mara; do
+            cumulene-cmp-efa cumulene-cmp-efa-exact-hf cumulene-cmp-all-to-all cumulene-cmp-local cumulene-cmp-mara \
+            cumulene-odd-cmp-efa cumulene-odd-cmp-all-to-all cumulene-odd-cmp-local cumulene-odd-cmp-mara; do
   efa-calc train "benchmarks/long_range/$name.toml"
 done
