@@ -200,7 +200,7 @@ def validate_settings(module, settings: dict) -> dict:
     for key, value in settings.items():
         spec = setting_spec(module, key)
         if value is None:
-            if spec.kind in ("path", "indices"):
+            if spec.kind in ("path", "indices", "model"):
                 raise SettingError(f"protocol {module.NAME} needs {option_name(key)}: {spec.help} "
                                    f"(allowed: {spec.allowed()})")
             out[key] = None
@@ -349,8 +349,10 @@ def execute(module, out: str | Path | None = None, resume: bool = False, progres
     settings = dict(module.DEFAULTS)
     unknown = sorted(set(k for k, v in overrides.items() if v is not None) - set(settings))
     if unknown:
+        hint = ("; for your own structure use the generic protocols nve, nvt, optimize, vibrations or torsion-scan"
+                if "structure" in unknown else "")
         raise SettingError(f"protocol {module.NAME} has no setting(s) {unknown}; it takes {sorted(settings)} "
-                           f"(efa-md run {module.NAME} --help)")
+                           f"(efa-md run {module.NAME} --help){hint}")
     settings.update({k: v for k, v in overrides.items() if v is not None})
     settings = validate_settings(module, settings)
     out = Path(out or Path("efa-md-runs") / module.NAME)
