@@ -206,6 +206,8 @@ def validate_settings(module, settings: dict) -> dict:
             out[key] = None
             continue
         out[key] = _convert(key, value, spec, module)
+        if spec.kind == "path" and not Path(out[key]).is_file():
+            raise SettingError(f"{option_name(key)} = {out[key]!r}: no such file; allowed: {spec.allowed()}")
     if "model" in out:
         from efa_calc.checkpoint import load_checkpoint
         from efa_calc.errors import CheckpointError
