@@ -239,20 +239,20 @@ def load_checkpoint(path: str | Path, check_shapes: bool = True) -> Checkpoint:
         meta = json.loads(cfg_file.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise CheckpointError(f"checkpoint {path}: {CONFIG_FILE} is corrupt (not valid JSON: {exc})") from exc
-    config_checked = False
-    if isinstance(meta, dict) and "config_sha256" in meta:
-        if meta["config_sha256"] != config_hash(meta):
-            raise CheckpointError(
-                f"checkpoint {path}: {CONFIG_FILE} was modified after it was written (config_sha256 checksum "
-                "mismatch: some field — species, hyperparameters, energy shift, envelope, ... — was edited)"
-            )
-        config_checked = True
     version = meta.get("format_version") if isinstance(meta, dict) else None
     if version != FORMAT_VERSION:
         raise CheckpointError(
             f"checkpoint {path} has format_version {version!r}; this efa-calc reads format_version "
             f"{FORMAT_VERSION} (convert it with the efa-calc version that wrote it, or upgrade efa-calc)"
         )
+    config_checked = False
+    if "config_sha256" in meta:
+        if meta["config_sha256"] != config_hash(meta):
+            raise CheckpointError(
+                f"checkpoint {path}: {CONFIG_FILE} was modified after it was written (config_sha256 checksum "
+                "mismatch: some field — species, hyperparameters, energy shift, envelope, ... — was edited)"
+            )
+        config_checked = True
     try:
         config = ModelConfig.from_dict(meta["model"])
         species = [str(s) for s in meta["species"]]
