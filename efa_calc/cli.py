@@ -71,7 +71,9 @@ def _cmd_models(args) -> int:
     for name in list_models():
         ck = load_checkpoint(resolve_model(name), check_shapes=False)
         lr = "EFA" if ck.config.long_range is not None else "local"
-        print(f"{name:20s} {lr:5s} cutoff {ck.config.cutoff:g} Å  species {','.join(ck.species)}  {resolve_model(name)}")
+        env = "envelope" if ck.envelope is not None else "no envelope (unchecked)"
+        print(f"{name:20s} {lr:5s} cutoff {ck.config.cutoff:g} Å  species {','.join(ck.species)}  {env}  "
+              f"{resolve_model(name)}")
     return 0
 
 
@@ -86,7 +88,7 @@ def _cmd_ipi(args) -> int:
         raise SystemExit("efa-calc ipi: give exactly one of --unix NAME or --port N")
     atoms = read(args.structure)
     atoms.pbc = False  # i-PI always sends a cell; the models are non-periodic
-    atoms.calc = EFACalculator(args.model, dtype=args.dtype, strict=not args.no_strict)
+    atoms.calc = EFACalculator(args.model, dtype=args.dtype, strict=not args.no_strict, guard=args.guard)
     client = SocketClient(host=args.host, port=args.port, unixsocket=args.unix)
     print(f"efa-calc ipi: model {args.model} connected to "
           f"{'unix socket ' + args.unix if args.unix else f'{args.host}:{args.port}'}", flush=True)
@@ -218,6 +220,8 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--host", default="localhost", help="i-PI server host for --port")
     i.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     i.add_argument("--no-strict", action="store_true", help="warn instead of failing beyond max_length")
+    i.add_argument("--guard", default="warn", choices=["warn", "error", "off"],
+                   help="extrapolation guard: warn (default), error or off when a structure leaves the training envelope")
     i.set_defaults(func=_cmd_ipi)
 
     m = sub.add_parser("models", help="list the models found by name (bundled and EFA_CALC_MODEL_PATH)")

@@ -66,8 +66,9 @@ class Setting:
             return f"{self.count} comma-separated atom indices (0-based), e.g. " + ",".join(map(str, range(self.count or 1)))
         if self.kind in (int, float):
             what = "an integer" if self.kind is int else "a number"
-            lo = "" if self.lo is None else f"{'>' if self.lo_open else '≥'} {self.lo:g}"
-            hi = "" if self.hi is None else f"≤ {self.hi:g}"
+            fmt = (lambda v: f"{int(v):,}".replace(",", " ")) if self.kind is int else (lambda v: f"{v:g}")
+            lo = "" if self.lo is None else f"{'>' if self.lo_open else '≥'} {fmt(self.lo)}"
+            hi = "" if self.hi is None else f"≤ {fmt(self.hi)}"
             rng = " and ".join(x for x in (lo, hi) if x)
             return f"{what}{' ' + rng if rng else ''}{' ' + self.unit if self.unit else ''}"
         if self.kind is bool:
@@ -206,8 +207,10 @@ def validate_settings(module, settings: dict) -> dict:
             out[key] = None
             continue
         out[key] = _convert(key, value, spec, module)
-        if spec.kind == "path" and not Path(out[key]).is_file():
-            raise SettingError(f"{option_name(key)} = {out[key]!r}: no such file; allowed: {spec.allowed()}")
+        if spec.kind == "path":
+            if not Path(out[key]).is_file():
+                raise SettingError(f"{option_name(key)} = {out[key]!r}: no such file; allowed: {spec.allowed()}")
+            out[key] = str(Path(out[key]).resolve())  # summary.json and --resume from anywhere
     if "model" in out:
         from efa_calc.checkpoint import load_checkpoint
         from efa_calc.errors import CheckpointError
