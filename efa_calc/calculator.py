@@ -86,6 +86,10 @@ class EFACalculator(Calculator):
         shapes stay fixed anyway (pair buckets only grow), a rebuild costs tens of µs for
         small molecules, while every skin pair costs a full tensor product on the device.
       lebedev_num: evaluate EFA on another Lebedev grid (testing invariance).
+      efa_exact: evaluate EFA with the exact kernel its Lebedev quadrature approximates,
+        y_i = Σ_j Σ_k ⟨q_i^(k), k_j^(k)⟩ j₀(ω_k r_ij) v_j / √D (O(N²); same parameters).
+        Rotation invariant at every distance, so ``max_length`` no longer limits the
+        structure.
       label, directory, atoms: passed on to ASE's ``Calculator``.  Any other keyword
         argument is a ``TypeError`` (ASE would silently keep it as an unused parameter).
     """
@@ -101,11 +105,12 @@ class EFACalculator(Calculator):
         skin: float = 0.0,
         lebedev_num: int | None = None,
         guard: str = "warn",
+        efa_exact: bool = False,
         **kwargs,
     ):
         unknown = [k for k in kwargs if k not in _ASE_KWARGS]
         if unknown:
-            allowed = ["model", "dtype", "device", "strict", "skin", "lebedev_num", "guard", *_ASE_KWARGS]
+            allowed = ["model", "dtype", "device", "strict", "skin", "lebedev_num", "guard", "efa_exact", *_ASE_KWARGS]
             hint = difflib.get_close_matches(unknown[0], allowed, n=1)
             raise TypeError(
                 f"EFACalculator got an unexpected keyword argument {unknown[0]!r}"
@@ -125,13 +130,13 @@ class EFACalculator(Calculator):
         if not specs:
             raise ValueError("EFACalculator needs at least one model")
         self.checkpoints = [_load(s) for s in specs]
-        self.potentials = [Potential(c, dtype, device, lebedev_num) for c in self.checkpoints]
+        self.potentials = [Potential(c, dtype, device, lebedev_num, efa_exact) for c in self.checkpoints]
         self.dtype = dtype
         self.strict = strict
         self.guard = guard
         self.is_committee = len(self.potentials) > 1
         self.cutoff = max(c.config.cutoff for c in self.checkpoints)
-        self.max_length = min(c.config.max_length for c in self.checkpoints)
+        self.max_length = min(p.config.max_length for p in self.potentials)
         self.species = sorted(set.intersection(*(set(c.species) for c in self.checkpoints)),
                               key=lambda s: self.checkpoints[0].species.index(s))
         self._verlet = VerletList(self.cutoff, skin)

@@ -321,4 +321,17 @@ def check_params(params: dict, config: ModelConfig, where: str = "parameters") -
             parts.append("unexpected parameters: " + ", ".join(extra))
         if shapes:
             parts.append("shape mismatch: " + "; ".join(shapes))
-        raise CheckpointError(f"{where} do not match the model hyperparameters — " + " | ".join(parts))
+        head = f"{where} do not match the model hyperparameters"
+        blocks = _block_mismatch(config, extra + missing + [k for k in set(have) & set(want) if have[k] != want[k]])
+        raise CheckpointError(f"{head} — " + (blocks + " | " if blocks else "") + " | ".join(parts))
+
+
+def _block_mismatch(config: ModelConfig, bad_paths: list[str]) -> str:
+    """Name the recorded long-range block / MARA gate when mismatched parameters belong to them."""
+    lr, notes = config.long_range, []
+    if any(p.startswith("params/long_range_") for p in bad_paths):
+        recorded = "no long-range block" if lr is None else f"long-range block {lr.kind!r} (iterations {list(lr.iterations)})"
+        notes.append(f"the recorded {recorded} does not match the checkpoint's long_range_* parameters")
+    if any(p.startswith("params/mara_gate_") for p in bad_paths):
+        notes.append(f"the recorded mara_gate={config.mara_gate is not None} does not match the checkpoint's mara_gate_* parameters")
+    return "; ".join(notes)

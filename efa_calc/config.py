@@ -1,10 +1,10 @@
 """Model hyperparameters: one frozen, JSON-serialisable description of an energy model.
 
 :class:`ModelConfig` describes the local equivariant MPNN; its optional ``long_range``
-field holds the configuration of the global block added to chosen iterations.  Long-range
-blocks are selected by ``kind`` (today ``"efa"``, Euclidean fast attention); new kinds
-(exact all-to-all attention, spherical gating, ...) add a config class and a module
-registered under a new name, without touching the MPNN or the checkpoint format.
+field holds the configuration of the global block added to chosen iterations, selected by
+``kind`` from the registry in :mod:`efa_calc.nn.long_range` (``"efa"``: Euclidean fast
+attention; ``"all_to_all"``: exact softmax attention).  ``mara_gate`` adds the MARA
+spherical-attention gate (:mod:`efa_calc.nn.mara`) to every local message pass.
 
 Units: lengths (``cutoff``, ``max_length``) in Å, frequencies in rad (``max_frequency``
 is the dimensionless b_max; the largest ERoPE frequency is ``max_frequency / max_length``
@@ -15,59 +15,21 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, ClassVar
+from typing import Any
 
-__all__ = ["EFAConfig", "ModelConfig", "LONG_RANGE_CONFIGS", "from_reference_hyperparameters"]
+from efa_calc.nn.long_range import BLOCKS, LongRangeConfig, config_from_dict
+from efa_calc.nn.long_range.all_to_all import AllToAllConfig
+from efa_calc.nn.long_range.efa import EFAConfig
+from efa_calc.nn.mara import MARAGateConfig
 
-
-@dataclasses.dataclass(frozen=True)
-class EFAConfig:
-    """Euclidean fast attention (ERoPE + Lebedev quadrature), spec §2–§5.
-
-    Attributes:
-      iterations: message-passing iterations (0-based) that get an EFA branch.
-      lebedev_num: number of Lebedev grid points M; must be an available grid size.
-      max_degree: degree of the EFA input features in intermediate iterations
-        (``None`` keeps the degree of the MPNN features).
-      include_pseudotensors: parity of the EFA input in intermediate iterations.
-      qk_features: query/key width F_qk (even); ``None`` means the model width.
-      v_features: value width F_v; ``None`` means the model width.
-      max_frequency: b_max, the largest phase ω·r the grid integrates exactly (rad).
-      max_length: r_max in Å; rotational invariance holds for pair distances up to it.
-      activation: activation on queries and keys (``"gelu"``: e3x gated tanh-GELU;
-        ``"identity"``).
-    """
-
-    kind: ClassVar[str] = "efa"
-    iterations: tuple[int, ...]
-    lebedev_num: int
-    max_frequency: float
-    max_length: float
-    max_degree: int | None = None
-    include_pseudotensors: bool = False
-    qk_features: int | None = None
-    v_features: int | None = None
-    activation: str = "gelu"
-
-    def __post_init__(self):
-        object.__setattr__(self, "iterations", tuple(int(i) for i in self.iterations))
-        if self.qk_features is not None and self.qk_features % 2:
-            raise ValueError(f"EFA qk_features must be even (channel pairs are rotated), got {self.qk_features}")
-        if self.activation not in ("gelu", "identity"):
-            raise ValueError(f"unknown EFA activation {self.activation!r}; use 'gelu' or 'identity'")
-        if not (self.max_length > 0 and self.max_frequency > 0):
-            raise ValueError("EFA max_length and max_frequency must be positive")
-
-    def to_dict(self) -> dict:
-        return {"kind": self.kind, **{f.name: _jsonable(getattr(self, f.name)) for f in dataclasses.fields(self)}}
+__all__ = [
+    "AllToAllConfig", "EFAConfig", "LongRangeConfig", "MARAGateConfig", "ModelConfig", "LONG_RANGE_CONFIGS",
+    "from_reference_hyperparameters",
+]
 
 
-#: long-range block kind -> config class.
-LONG_RANGE_CONFIGS: dict[str, type] = {"efa": EFAConfig}
-
-
-def _jsonable(v):
-    return list(v) if isinstance(v, tuple) else v
+#: long-range block kind -> config class (the registry of :mod:`efa_calc.nn.long_range`).
+LONG_RANGE_CONFIGS: dict[str, type] = {kind: spec.config for kind, spec in BLOCKS.items()}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,6 +54,8 @@ class ModelConfig:
         ``init_params``; loading a checkpoint ignores it.
       zmax: largest atomic number the embedding accepts is ``zmax - 1``.
       long_range: config of the long-range block, or ``None`` for a local model.
+      mara_gate: :class:`~efa_calc.nn.mara.MARAGateConfig` of the MARA edge gate on every
+        local message pass, or ``None`` (config files: ``true``/``false`` or a table).
     """
 
     num_features: int
@@ -104,9 +68,11 @@ class ModelConfig:
     use_switch: bool = True
     output_is_zero_at_init: bool = True
     zmax: int = 118
-    long_range: EFAConfig | None = None
+    long_range: LongRangeConfig | None = None
+    mara_gate: MARAGateConfig | None = None
 
     def __post_init__(self):
+        object.__setattr__(self, "mara_gate", MARAGateConfig.from_value(self.mara_gate))
         if self.num_iterations < 1 or self.num_features < 1:
             raise ValueError("num_iterations and num_features must be >= 1")
         if self.cutoff <= 0:
@@ -119,14 +85,35 @@ class ModelConfig:
     @property
     def max_length(self) -> float:
         """Largest pair distance (Å) for which the model is rotationally invariant (inf if local)."""
-        return math.inf if self.long_range is None else float(self.long_range.max_length)
+        return math.inf if self.long_range is None else float(self.long_range.invariance_length)
 
     def replace(self, **kw) -> "ModelConfig":
         return dataclasses.replace(self, **kw)
 
+    def for_evaluation(self, lebedev_num: int | None = None, efa_exact: bool = False) -> "ModelConfig":
+        """The same model (same parameters) with EFA evaluated on another Lebedev grid, or
+        with its exact j₀ kernel (``efa_exact``).
+
+        Raises:
+          ValueError: when an override is asked of a model without an EFA block.
+        """
+        if lebedev_num is None and not efa_exact:
+            return self
+        if not isinstance(self.long_range, EFAConfig):
+            kind = "no long-range block" if self.long_range is None else f"the {self.long_range.kind!r} block"
+            raise ValueError(f"lebedev_num / efa_exact apply to EFA models; this model has {kind}")
+        lr = self.long_range
+        if lebedev_num is not None:
+            lr = dataclasses.replace(lr, lebedev_num=int(lebedev_num))
+        if efa_exact:
+            lr = dataclasses.replace(lr, kernel="exact")
+        return self.replace(long_range=lr)
+
     def to_dict(self) -> dict:
-        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "long_range"}
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in ("long_range", "mara_gate")}
         d["long_range"] = None if self.long_range is None else self.long_range.to_dict()
+        if self.mara_gate is not None:  # absent in configs written before the gate existed
+            d["mara_gate"] = self.mara_gate.to_dict()
         return d
 
     @classmethod
@@ -137,13 +124,7 @@ class ModelConfig:
         unknown = sorted(set(d) - known)
         if unknown:
             raise ValueError(f"unknown model hyperparameters {unknown}")
-        if lr is not None:
-            lr = dict(lr)
-            kind = lr.pop("kind", "efa")
-            if kind not in LONG_RANGE_CONFIGS:
-                raise ValueError(f"unknown long-range block kind {kind!r}; known: {sorted(LONG_RANGE_CONFIGS)}")
-            lr = LONG_RANGE_CONFIGS[kind](**lr)
-        return cls(**d, long_range=lr)
+        return cls(**d, long_range=None if lr is None else config_from_dict(lr))
 
 
 # Reference EnergyModel keywords that we implement and their defaults (spec §6.1).

@@ -30,11 +30,12 @@ _DTYPES = {"float32": np.float32, "float64": np.float64}
 
 
 @functools.lru_cache(maxsize=None)
-def compiled_energy_and_forces(config: ModelConfig, lebedev_num: Optional[int] = None):
-    """The process-wide jitted ``(params, batch, nodes_per_graph) -> (E_g, F, E_i)``."""
+def compiled_energy_and_forces(config: ModelConfig):
+    """The process-wide jitted ``(params, batch, nodes_per_graph) -> (E_g, F, E_i)``
+    (evaluation variants are configs: :meth:`ModelConfig.for_evaluation`)."""
 
     def fn(params, batch, nodes_per_graph):
-        return energy_and_forces(params, config, batch, nodes_per_graph=nodes_per_graph, lebedev_num=lebedev_num)
+        return energy_and_forces(params, config, batch, nodes_per_graph=nodes_per_graph)
 
     return jax.jit(fn, static_argnums=(2,))
 
@@ -63,18 +64,26 @@ class Potential:
       dtype: ``"float32"`` or ``"float64"`` — the precision of every operation.
       device: where to run (see :func:`resolve_device`).
       lebedev_num: evaluate the EFA blocks on a different Lebedev grid.
+      efa_exact: evaluate the EFA blocks with their exact j₀ kernel (O(N²)).
     """
 
-    def __init__(self, checkpoint: Checkpoint, dtype: str = "float32", device=None, lebedev_num: Optional[int] = None):
+    def __init__(
+        self,
+        checkpoint: Checkpoint,
+        dtype: str = "float32",
+        device=None,
+        lebedev_num: Optional[int] = None,
+        efa_exact: bool = False,
+    ):
         if dtype not in _DTYPES:
             raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
         self.checkpoint = checkpoint
-        self.config = checkpoint.config
+        self.config = checkpoint.config.for_evaluation(lebedev_num=lebedev_num, efa_exact=efa_exact)
         self.dtype = dtype
         self.np_dtype = _DTYPES[dtype]
         self.x64 = dtype == "float64"
         self.device = resolve_device(device)
-        self._fn = compiled_energy_and_forces(checkpoint.config, lebedev_num)
+        self._fn = compiled_energy_and_forces(self.config)
         with jax.enable_x64(self.x64):
             params = jax.tree_util.tree_map(lambda a: jnp.asarray(a, self.np_dtype), checkpoint.params)
             self._params = jax.device_put(params, self.device)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from efa_calc.nn import erope
-from efa_calc.nn.attention import fold_antipodal, linear_attention, pair_kernel_attention
+from efa_calc.nn.long_range.efa import fold_antipodal, linear_attention, pair_kernel_attention
 from efa_calc.nn.lebedev import GRID_SIZES, MAX_PHASE, lebedev_grid
 
 

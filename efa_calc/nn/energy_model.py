@@ -2,13 +2,15 @@
 
 For iterations t = 0 … T−1 with features x (N, P, (L+1)², F):
 
-    local:      y    = MLP(add(x, MessagePass_t(x, basis)))        (scalar output at t = T−1)
+    local:      y    = MLP(add(x, MessagePass_t(x, basis [· gate])))  (scalar output at t = T−1)
     long range: y_nl = MLP(add(Dense(EFA_t(x_lr, r)), x))          (only for t in config)
     update:     x    ← x + silu(c_t)·y + silu(1 − c_t)·y_nl        (c_t learned, init 0.5)
 
 where MLP = Dense → gated silu → Dense (last layer zero-initialised), ``basis`` is the
 e3x radial × spherical-harmonic edge basis times a smooth cutoff, and x_lr is x cut to the
-EFA degree/parity.  The atomic energy is E_i = w·scalars(x_i) + b[Z_i] and forces are the
+EFA degree/parity.  The long-range block is any registered block
+(:mod:`efa_calc.nn.long_range`: EFA, all-to-all attention); ``gate`` is the optional MARA edge
+gate (:mod:`efa_calc.nn.mara`) multiplying each edge's message.  The atomic energy is E_i = w·scalars(x_i) + b[Z_i] and forces are the
 exact negative gradient F = −∂E/∂R (:func:`energy_and_forces`).
 
 Batches are flat (jraph-style): N atoms of G graphs with ``batch_segments``; padding atoms
@@ -28,7 +30,8 @@ import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float, Integer
 
 from efa_calc.config import ModelConfig
-from efa_calc.nn.attention import LONG_RANGE_BLOCKS
+from efa_calc.nn.long_range import block
+from efa_calc.nn.mara import MARAGate
 from efa_calc.nn.radial import radial_function
 from efa_calc.nn.tensor import MessagePass
 
@@ -70,16 +73,15 @@ class EnergyModel(nn.Module):
     """EFA + MPNN atomic-energy model.
 
     Attributes:
-      config: hyperparameters.
-      lebedev_num: optional override of the long-range grid size (evaluation only).
+      config: hyperparameters (evaluation variants: :meth:`ModelConfig.for_evaluation`).
 
-    Parameter names: ``embed``; per iteration t ``message_pass_t``, ``local_mlp_t_{0,1}``,
-    ``long_range_t`` (EFA: ``query``, ``key``, ``value``), ``long_range_projection_t``,
+    Parameter names: ``embed``; per iteration t ``mara_gate_t`` (with the MARA gate),
+    ``message_pass_t``, ``local_mlp_t_{0,1}``, ``long_range_t`` (the block's own layers,
+    e.g. ``query``, ``key``, ``value``), ``long_range_projection_t``,
     ``long_range_mlp_t_{0,1}``, ``switch_t``; then ``readout`` and ``element_bias``.
     """
 
     config: ModelConfig
-    lebedev_num: Optional[int] = None
 
     @nn.compact
     def __call__(
@@ -125,13 +127,18 @@ class EnergyModel(nn.Module):
 
         for t in range(cfg.num_iterations):
             last = t == cfg.num_iterations - 1
+            gate = None
+            if cfg.mara_gate is not None:
+                gate = MARAGate(cfg.mara_gate, cfg.cutoff, name=f"mara_gate_{t}")(
+                    x[:, 0, 0, :], positions, dst_idx, src_idx, edge_mask
+                )
             if last:
                 y = MessagePass(max_degree=0, include_pseudotensors=False, dtype=dtype, name=f"message_pass_{t}")(
-                    x, basis, dst_idx, src_idx, n
+                    x, basis, dst_idx, src_idx, n, gate
                 )
                 x = e3x.nn.change_max_degree_or_type(x, max_degree=0, include_pseudotensors=False)
             else:
-                y = MessagePass(dtype=dtype, name=f"message_pass_{t}")(x, basis, dst_idx, src_idx, n)
+                y = MessagePass(dtype=dtype, name=f"message_pass_{t}")(x, basis, dst_idx, src_idx, n, gate)
             # e3x's Clebsch–Gordan tables are float64 when x64 is on: keep the compute dtype.
             y = _mlp(e3x.nn.add(x, y.astype(dtype)), cfg.num_features, f"local_mlp_{t}", cfg.output_is_zero_at_init)
 
@@ -143,7 +150,7 @@ class EnergyModel(nn.Module):
                     x_lr = e3x.nn.change_max_degree_or_type(
                         x, max_degree=lr.max_degree, include_pseudotensors=lr.include_pseudotensors
                     )
-                y_nl = LONG_RANGE_BLOCKS[lr.kind](lr, lebedev_num=self.lebedev_num, name=f"long_range_{t}")(
+                y_nl = block(lr.kind).module(lr, name=f"long_range_{t}")(
                     x_lr, centred, batch_segments, node_mask, num_graphs, nodes_per_graph
                 )
                 y_nl = e3x.nn.Dense(cfg.num_features, dtype=dtype, name=f"long_range_projection_{t}")(y_nl.astype(dtype))
@@ -182,11 +189,14 @@ def atomic_energies(
     nodes_per_graph: Optional[int] = None,
     lebedev_num: Optional[int] = None,
 ) -> Float[Array, "N"]:
-    """Atomic energies (eV) in the dtype of ``batch.positions`` (params are cast to it)."""
+    """Atomic energies (eV) in the dtype of ``batch.positions`` (params are cast to it).
+
+    ``lebedev_num`` evaluates EFA on another grid (:meth:`ModelConfig.for_evaluation`)."""
     dtype = batch.positions.dtype
     params = jax.tree_util.tree_map(lambda p: p.astype(dtype), params)
+    config = config.for_evaluation(lebedev_num=lebedev_num)
     with jax.default_matmul_precision("highest"):  # no TF32 shortcuts on GPUs
-        return EnergyModel(config, lebedev_num=lebedev_num).apply(
+        return EnergyModel(config).apply(
             params, batch.atomic_numbers, batch.positions, batch.dst_idx, batch.src_idx, batch.edge_mask,
             batch.batch_segments, batch.node_mask, int(batch.graph_mask.shape[0]), nodes_per_graph,
         )

@@ -117,7 +117,9 @@ class MessagePass(nn.Module):
     """Drop-in for ``e3x.nn.MessagePass`` with sparse index lists (parameters ``filter``
     and ``tensor``)::
 
-        f_e = Dense(basis_e);   m_i = Σ_{e: dst_e = i} Tensor(f_e, x[src_e])
+        f_e = Dense(basis_e);   m_i = Σ_{e: dst_e = i} g_e · Tensor(f_e, x[src_e])
+
+    with an optional scalar gate g_e per edge (``edge_gate``, e.g. the MARA gate; 1 without).
 
     Shapes: inputs (N, P, (L+1)², F), basis (E, 1, (L_b+1)², K) → (N, P', (L'+1)², F).
     """
@@ -134,9 +136,12 @@ class MessagePass(nn.Module):
         dst_idx: Integer[Array, "E"],
         src_idx: Integer[Array, "E"],
         num_segments: int,
+        edge_gate: Optional[Float[Array, "E"]] = None,
     ) -> Float[Array, "N P3 D3 F"]:
         filters = e3x.nn.Dense(inputs.shape[-1], use_bias=False, dtype=self.dtype, name="filter")(basis)
         products = Tensor(self.max_degree, self.include_pseudotensors, dtype=self.dtype, name="tensor")(
             filters, inputs[src_idx]
         )
+        if edge_gate is not None:
+            products = products * edge_gate.astype(products.dtype)[:, None, None, None]
         return jax.ops.segment_sum(products, dst_idx, num_segments)

@@ -36,6 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from efa_calc.config import ModelConfig
+from efa_calc.nn.long_range import block
 from efa_calc.nn.energy_model import Batch, EnergyModel
 
 __all__ = ["layer_names", "rescale_to_unit_outputs"]
@@ -48,8 +49,8 @@ def layer_names(config: ModelConfig) -> list[str]:
     for t in range(config.num_iterations):
         names += [f"message_pass_{t}", f"local_mlp_{t}_0", f"local_mlp_{t}_1"]
         if lr is not None and t in lr.iterations:
-            names += [f"long_range_{t}/query", f"long_range_{t}/key", f"long_range_{t}/value",
-                      f"long_range_projection_{t}", f"long_range_mlp_{t}_0", f"long_range_mlp_{t}_1"]
+            names += [f"long_range_{t}/{layer}" for layer in block(lr.kind).init_layers]
+            names += [f"long_range_projection_{t}", f"long_range_mlp_{t}_0", f"long_range_mlp_{t}_1"]
     return names + ["readout"]
 
 

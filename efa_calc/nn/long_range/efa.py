@@ -11,18 +11,28 @@ which equals the pairwise form y_i = Σ_{j∈g(i)} α_ij v_j with
 linear attention with a Bessel kernel, self-term included.  Padding atoms (``node_mask``
 False) contribute no keys or values.
 
-Two exact evaluations of the same sum, chosen statically (:func:`use_pair_kernel`):
+Two exact evaluations of the same quadrature sum, chosen statically (:func:`use_pair_kernel`):
 
 * :func:`linear_attention` — the order above, cost O(N·M·D_qk·D_v); no N×N array is formed.
   Used for large structures (more than 64 atoms per graph) and arbitrary segment layouts.
 * :func:`pair_kernel_attention` — for batches of small molecules (≤ 64 atom slots per
   graph): the quadrature kernel is summed per atom pair, O(G·S²·M·K).  For 16-atom
   molecules it is ~18× cheaper to differentiate twice (forces, then training gradients).
+
+and one evaluation of the kernel the quadrature approximates (``EFAConfig.kernel = "exact"``,
+``EFACalculator(..., efa_exact=True)``):
+
+* :func:`exact_kernel_attention` — y_i = (1/√D_qk) Σ_j Σ_k ⟨q_i^(k), k_j^(k)⟩ j₀(ω_k r_ij) v_j
+  with the analytic j₀(x) = sin x / x, O(N²).  It is the yardstick for the Lebedev rule:
+  both agree to ~1e-5 while ω_max·r_ij ≤ b(M) (pairs within ``max_length``), and only the
+  exact kernel stays rotation invariant beyond it.
 """
 
 from __future__ import annotations
 
-from typing import Optional
+import dataclasses
+import math
+from typing import ClassVar, Optional
 
 import e3x
 import flax.linen as nn
@@ -30,11 +40,63 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Bool, Float, Integer
 
-from efa_calc.config import EFAConfig
 from efa_calc.nn import erope
 from efa_calc.nn.lebedev import lebedev_grid
+from efa_calc.nn.long_range import LongRangeConfig, register
 
-__all__ = ["EuclideanFastAttention", "linear_attention", "pair_kernel_attention", "use_pair_kernel"]
+__all__ = [
+    "EFAConfig", "EuclideanFastAttention", "exact_kernel_attention", "linear_attention", "pair_kernel_attention",
+    "use_pair_kernel", "pair_layout", "safe_distances",
+]
+
+KERNELS = ("lebedev", "exact")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class EFAConfig(LongRangeConfig):
+    """Euclidean fast attention (ERoPE + Lebedev quadrature), spec §2–§5.
+
+    Attributes:
+      iterations: message-passing iterations (0-based) that get an EFA branch.
+      lebedev_num: number of Lebedev grid points M; must be an available grid size.
+      max_frequency: b_max, the largest phase ω·r the grid integrates exactly (rad).
+      max_length: r_max in Å; rotational invariance holds for pair distances up to it.
+        The largest ERoPE frequency is ω_max = b_max / r_max (rad/Å).
+      max_degree: degree of the EFA input features in intermediate iterations
+        (``None`` keeps the degree of the MPNN features).
+      include_pseudotensors: parity of the EFA input in intermediate iterations.
+      qk_features: query/key width F_qk (even); ``None`` means the model width.
+      v_features: value width F_v; ``None`` means the model width.
+      activation: activation on queries and keys (``"gelu"``: e3x gated tanh-GELU;
+        ``"identity"``).
+      kernel: ``"lebedev"`` (the paper's O(N) quadrature) or ``"exact"`` (the analytic
+        j₀ kernel it approximates, O(N²); same parameters, rotation invariant at every
+        distance).
+    """
+
+    kind: ClassVar[str] = "efa"
+    lebedev_num: int
+    max_frequency: float
+    max_length: float
+    qk_features: int | None = None
+    v_features: int | None = None
+    activation: str = "gelu"
+    kernel: str = "lebedev"
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.qk_features is not None and self.qk_features % 2:
+            raise ValueError(f"EFA qk_features must be even (channel pairs are rotated), got {self.qk_features}")
+        if self.activation not in ("gelu", "identity"):
+            raise ValueError(f"unknown EFA activation {self.activation!r}; use 'gelu' or 'identity'")
+        if not (self.max_length > 0 and self.max_frequency > 0):
+            raise ValueError("EFA max_length and max_frequency must be positive")
+        if self.kernel not in KERNELS:
+            raise ValueError(f"unknown EFA kernel {self.kernel!r}; use one of {KERNELS}")
+
+    @property
+    def invariance_length(self) -> float:
+        return math.inf if self.kernel == "exact" else float(self.max_length)
 
 
 def linear_attention(
@@ -158,20 +220,74 @@ def pair_kernel_attention(
     return jnp.einsum("gij,gjv->giv", scores, v.reshape(g, s, -1)).reshape(g * s, -1)
 
 
+def safe_distances(r: Float[Array, "... 3"]) -> Float[Array, "..."]:
+    """|r| with a zero (not NaN) gradient at r = 0 (the self-pair i = j)."""
+    r2 = jnp.sum(r * r, axis=-1)
+    pos = r2 > 0
+    return jnp.where(pos, jnp.sqrt(jnp.where(pos, r2, 1.0)), 0.0)
+
+
+def pair_layout(
+    num_atoms: int, batch_segments: Integer[Array, "N"], num_graphs: int, nodes_per_graph: Optional[int]
+) -> tuple[int, int, Optional[Bool[Array, "1 N N"]]]:
+    """(G, S, same-graph mask) for O(N²) blocks: the slot layout G × S needs no mask
+    between graphs; arbitrary segments are one N × N block masked to same-graph pairs."""
+    if nodes_per_graph is not None:
+        return num_graphs, nodes_per_graph, None
+    return 1, num_atoms, (batch_segments[:, None] == batch_segments[None, :])[None]
+
+
+def exact_kernel_attention(
+    q: Float[Array, "N PD F"],
+    k: Float[Array, "N PD F"],
+    v: Float[Array, "N Dv"],
+    positions: Float[Array, "N 3"],
+    omega: Float[np.ndarray, "K"],
+    batch_segments: Integer[Array, "N"],
+    num_graphs: int,
+    nodes_per_graph: Optional[int],
+) -> Float[Array, "N Dv"]:
+    """EFA with the analytic kernel: the limit of infinitely many Lebedev points.
+
+        y_i = Σ_{j∈g(i)} Σ_k X_ijk j₀(ω_k r_ij) v_j,   X_ijk = Σ_pd (q^a_i k^a_j + q^b_i k^b_j),
+
+    since (1/4π)∮ cos(ω u·r) du = j₀(ω r) = sin(ω r)/(ω r) and the sine part integrates to
+    zero.  Cost and memory O(G·S²·K) (slot layout) or O(N²·K).
+
+    Args:
+      q, k: (N, P·(L+1)², F_qk) unrotated queries and keys, F_qk = 2K; keys of padding
+        atoms zero, 1/√D_qk folded into ``q``.
+      v: (N, D_v) values, zero for padding atoms.
+      positions: (N, 3) in Å.
+      omega: ERoPE frequencies (K,) in rad/Å.
+      batch_segments, num_graphs, nodes_per_graph: the batch layout (:func:`pair_layout`).
+    """
+    n, pd, f = q.shape
+    g, s, same = pair_layout(n, batch_segments, num_graphs, nodes_per_graph)
+    qa, qb = jnp.moveaxis(q.reshape(g, s, pd, f // 2, 2), -1, 0)
+    ka, kb = jnp.moveaxis(k.reshape(g, s, pd, f // 2, 2), -1, 0)
+    x = jnp.einsum("gipk,gjpk->gijk", qa, ka) + jnp.einsum("gipk,gjpk->gijk", qb, kb)
+    r = positions.reshape(g, s, 3)
+    dist = safe_distances(r[:, :, None, :] - r[:, None, :, :])  # (G, S, S)
+    j0 = jnp.sinc(dist[..., None] * jnp.asarray(omega / np.pi, positions.dtype))  # jnp.sinc(x) = sin(πx)/(πx)
+    scores = jnp.einsum("gijk,gijk->gij", x, j0)
+    if same is not None:
+        scores = jnp.where(same, scores, 0.0)
+    return jnp.einsum("gij,gjv->giv", scores, v.reshape(g, s, -1)).reshape(n, -1)
+
+
+@register(EFAConfig, init_layers=("query", "key", "value"))
 class EuclideanFastAttention(nn.Module):
     """EFA block: q, k, v projections, ERoPE on q and k, linear global attention.
 
     Attributes:
-      config: the :class:`~efa_calc.config.EFAConfig` (grid, frequencies, widths).
-      lebedev_num: overrides ``config.lebedev_num`` (e.g. evaluate trained weights on a
-        finer grid to test rotational invariance).
+      config: the :class:`EFAConfig` (grid, frequencies, widths, kernel).
 
     Parameters (flax names): ``query``, ``key``, ``value`` (``e3x.nn.Dense``: one matrix per
     degree and parity, bias on the scalar channel only).
     """
 
     config: EFAConfig
-    lebedev_num: Optional[int] = None
 
     @nn.compact
     def __call__(
@@ -207,9 +323,18 @@ class EuclideanFastAttention(nn.Module):
             q, k = e3x.nn.gelu(q), e3x.nn.gelu(k)
 
         dtype = q.dtype
-        u, w = lebedev_grid(self.lebedev_num or cfg.lebedev_num)
+        u, w = lebedev_grid(cfg.lebedev_num)
         omega = erope.frequencies(f_qk, cfg.max_frequency, cfg.max_length)
         mask = node_mask.astype(dtype)
+        if cfg.kernel == "exact":
+            n = q.shape[0]
+            d_qk = q.shape[1] * q.shape[2] * q.shape[3]
+            y = exact_kernel_attention(
+                q.reshape(n, -1, f_qk) / np.sqrt(d_qk), k.reshape(n, -1, f_qk) * mask[:, None, None],
+                v.reshape(n, -1) * mask[:, None], positions.astype(dtype), omega, batch_segments, num_graphs,
+                nodes_per_graph,
+            )
+            return y.reshape(v.shape)
         if use_pair_kernel(num_graphs, nodes_per_graph, len(w), f_qk):
             n = q.shape[0]
             d_qk = q.shape[1] * q.shape[2] * q.shape[3]
@@ -230,7 +355,3 @@ class EuclideanFastAttention(nn.Module):
         y = linear_attention(q_rot, k_rot, v_flat, batch_segments, num_graphs, nodes_per_graph)
         return y.reshape(v.shape)
 
-
-#: long-range block kind -> flax module; each takes the arguments of
-#: :meth:`EuclideanFastAttention.__call__` and returns per-atom features.
-LONG_RANGE_BLOCKS: dict[str, type[nn.Module]] = {"efa": EuclideanFastAttention}

@@ -1,0 +1,138 @@
+"""Exact all-to-all node attention (AllScAIP-style; Qu & Wood et al., arXiv 2603.06567).
+
+Multi-head softmax attention over *all* atoms of the same structure, with an optional
+learned distance bias.  For heads h = 1 … H with width d = F_qk / H:
+
+    s_hij = ⟨q_hi, k_hj⟩/√d + b_h(r_ij),     a_hij = softmax_{j ∈ g(i), j real}(s_hij)
+    y_i   = Σ_j a_hij v_hj
+    b_h(r) = log(softplus(Σ_k w_hk j₀(ω_k r)) + ε),   j₀(x) = sin x / x
+
+q and k come from the scalar (0+) channel of the features, so a_hij is invariant and the
+values v_j may carry any degree (the output keeps their parity and degree: equivariant).
+ω_k are log-spaced from ``min_frequency`` to ``max_frequency`` (π/120 … π/0.25 Å⁻¹, K = 32);
+w (H × K) starts at 1/K.  (AllScAIP writes b = log(c·(…)); a constant c shifts every score
+of a row equally and cancels in the softmax, so it is left out.)
+
+Everything depends on positions through r_ij only, so the block is exactly translation,
+rotation and permutation invariant at every distance.  Cost and memory O(G·S²·H) in the
+slot layout (graphs of S atom slots), O(N²·H) for arbitrary segment layouts: this is the
+exact O(N²) counterpart of EFA, whose ERoPE kernel averages the same j₀ over a Lebedev grid.
+Masked pairs (padding atoms, other structures) get zero weight.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import ClassVar, Optional
+
+import e3x
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Bool, Float, Integer
+
+from efa_calc.nn.long_range import LongRangeConfig, register
+from efa_calc.nn.long_range.efa import pair_layout, safe_distances
+
+__all__ = ["AllToAllConfig", "AllToAllAttention", "distance_frequencies"]
+
+_MASKED = -1e9  # additive score of a masked pair: exp underflows to exactly 0
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class AllToAllConfig(LongRangeConfig):
+    """All-to-all softmax attention.
+
+    Attributes:
+      iterations, max_degree, include_pseudotensors: see :class:`LongRangeConfig`.
+      num_heads: H.
+      qk_features: total query/key width over heads (divisible by H); ``None``: model width.
+      v_features: total value width over heads (divisible by H); ``None``: model width.
+      distance_bias: add the learned b_h(r_ij).
+      num_frequencies: K, distance-bias frequencies.
+      min_frequency, max_frequency: ω range of the distance bias in rad/Å (log-spaced).
+      epsilon: ε inside the log of the distance bias.
+    """
+
+    kind: ClassVar[str] = "all_to_all"
+    num_heads: int = 4
+    qk_features: int | None = None
+    v_features: int | None = None
+    distance_bias: bool = True
+    num_frequencies: int = 32
+    min_frequency: float = math.pi / 120.0
+    max_frequency: float = math.pi / 0.25
+    epsilon: float = 1e-4
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.num_heads < 1:
+            raise ValueError(f"all_to_all num_heads must be >= 1, got {self.num_heads}")
+        for name in ("qk_features", "v_features"):
+            val = getattr(self, name)
+            if val is not None and val % self.num_heads:
+                raise ValueError(f"all_to_all {name}={val} is not divisible by num_heads={self.num_heads}")
+        if not 0 < self.min_frequency <= self.max_frequency:
+            raise ValueError("all_to_all needs 0 < min_frequency <= max_frequency (rad/Å)")
+
+
+def distance_frequencies(config: AllToAllConfig) -> np.ndarray:
+    """ω_k in rad/Å, (K,), log-spaced."""
+    return np.geomspace(config.min_frequency, config.max_frequency, config.num_frequencies)
+
+
+@register(AllToAllConfig, init_layers=("query", "key", "value"))
+class AllToAllAttention(nn.Module):
+    """All-to-all attention block.
+
+    Parameters (flax names): ``query``, ``key`` (``nn.Dense`` on the scalar channel),
+    ``value`` (``e3x.nn.Dense``), ``distance_weights`` (H, K).
+    """
+
+    config: AllToAllConfig
+
+    @nn.compact
+    def __call__(
+        self,
+        x: Float[Array, "N P D F"],
+        positions: Float[Array, "N 3"],
+        batch_segments: Integer[Array, "N"],
+        node_mask: Bool[Array, "N"],
+        num_graphs: int,
+        nodes_per_graph: Optional[int] = None,
+    ) -> Float[Array, "N P D Fv"]:
+        """(N, P, (L+1)², F) features and positions (Å) → (N, P, (L+1)², F_v)."""
+        cfg = self.config
+        n, p, d, f = x.shape
+        h = cfg.num_heads
+        f_qk, f_v = cfg.qk_features or f, cfg.v_features or f
+        if f_qk % h or f_v % h:
+            raise ValueError(f"all_to_all widths ({f_qk}, {f_v}) are not divisible by num_heads={h}")
+        dtype = x.dtype
+        scalars = x[:, 0, 0, :]
+        q = nn.Dense(f_qk, dtype=dtype, name="query")(scalars).reshape(n, h, f_qk // h)
+        k = nn.Dense(f_qk, dtype=dtype, name="key")(scalars).reshape(n, h, f_qk // h)
+        v = e3x.nn.Dense(f_v, dtype=dtype, name="value")(x)  # (N, P, D, F_v)
+
+        g, s, same = pair_layout(n, batch_segments, num_graphs, nodes_per_graph)
+        q, k = q.reshape(g, s, h, -1), k.reshape(g, s, h, -1)
+        scores = jnp.einsum("gihc,gjhc->ghij", q, k) / np.sqrt(f_qk // h)
+        if cfg.distance_bias:
+            w = self.param("distance_weights", nn.initializers.constant(1.0 / cfg.num_frequencies),
+                           (h, cfg.num_frequencies)).astype(dtype)
+            r = positions.astype(dtype).reshape(g, s, 3)
+            dist = safe_distances(r[:, :, None, :] - r[:, None, :, :])  # (G, S, S)
+            omega = jnp.asarray(distance_frequencies(cfg) / np.pi, dtype)
+            j0 = jnp.sinc(dist[..., None] * omega)  # (G, S, S, K)
+            bias = jnp.log(jax.nn.softplus(jnp.einsum("gijk,hk->ghij", j0, w)) + cfg.epsilon)
+            scores = scores + bias
+        mask = node_mask.reshape(g, 1, 1, s)
+        if same is not None:
+            mask = mask & same[:, None]
+        scores = jnp.where(mask, scores, _MASKED)
+        attn = jax.nn.softmax(scores, axis=-1) * mask  # a fully masked row (padding graph) gives 0
+        vh = v.reshape(g, s, p, d, h, f_v // h)
+        y = jnp.einsum("ghij,gjpdhc->gipdhc", attn, vh)
+        return y.reshape(n, p, d, f_v)
