@@ -1,9 +1,10 @@
 """Relaxed torsion scan of your own structure (``--structure FILE --dihedral i,j,k,l``).
 
-At each angle from ``start_deg`` to ``stop_deg`` the dihedral i–j–k–l is set by rotating
-the part of the molecule bonded to k (the j–k bond cut; bonds from ASE's natural
-cut-offs), held by ASE's ``FixInternals`` and everything else relaxed with BFGS to ``fmax``
-(eV/Å).  Outputs as ``cumulene-torsion-scan``: scan.csv, scan.extxyz, torsion_scan.png.
+At each angle from ``start_deg`` to ``stop_deg`` (degrees) the dihedral i–j–k–l is set by
+rotating, about the j–k axis, the part of the molecule bonded to k (the last bond of the
+bond path j → k cut; bonds from ASE's natural cut-offs; j and k need not be bonded, e.g.
+the C1⋯Cn axis of a cumulene), held by ASE's ``FixInternals`` and everything else relaxed
+with BFGS to ``fmax`` (eV/Å).  Outputs as ``cumulene-torsion-scan``: scan.csv, scan.extxyz, torsion_scan.png.
 """
 
 import csv
@@ -21,28 +22,40 @@ DEFAULTS = {"structure": None, "model": None, "dihedral": None, "dtype": "float3
 
 
 def moving_group(atoms, j: int, k: int) -> list[int]:
-    """Atoms on k's side of the j–k bond (bond graph from ASE's natural cut-offs).
+    """Atoms on k's side of the j–k axis: the part of the bond graph (ASE's natural cut-offs)
+    that holds k once the last bond of the shortest bond path j → k is cut.  For bonded j, k
+    that is the j–k bond itself; for a chain (the C1⋯Cn axis of a cumulene) the bond into k.
 
     Raises:
-      ValueError: if j and k are not bonded or the bond is in a ring.
+      ValueError: if no bond path joins j and k, or the cut bond is part of a ring.
     """
+    from collections import deque
+
     from ase.neighborlist import NeighborList, natural_cutoffs
 
     nl = NeighborList(natural_cutoffs(atoms), self_interaction=False, bothways=True)
     nl.update(atoms)
-    if j not in nl.get_neighbors(k)[0]:
-        raise ValueError(f"--dihedral: atoms {j} and {k} are not bonded; the middle two atoms of the dihedral must be")
-    seen, todo = {k}, [k]
-    while todo:
-        a = todo.pop()
-        for b in nl.get_neighbors(a)[0]:
-            b = int(b)
-            if (a, b) in ((k, j),) or b in seen:
+    nbrs = {a: [int(b) for b in nl.get_neighbors(a)[0]] for a in range(len(atoms))}
+    prev, todo = {j: None}, deque([j])
+    while todo and k not in prev:
+        a = todo.popleft()
+        for b in nbrs[a]:
+            if b not in prev:
+                prev[b] = a
+                todo.append(b)
+    if k not in prev:
+        raise ValueError(f"--dihedral: no chain of bonds joins atoms {j} and {k}, the middle two atoms of the dihedral")
+    cut = prev[k]
+    seen, stack = {k}, [k]
+    while stack:
+        a = stack.pop()
+        for b in nbrs[a]:
+            if (a, b) == (k, cut) or b in seen:
                 continue
-            if b == j:
-                raise ValueError(f"--dihedral: the bond {j}–{k} is part of a ring; it cannot be rotated alone")
+            if b == cut:
+                raise ValueError(f"--dihedral: the bond {cut}–{k} is part of a ring; it cannot be rotated alone")
             seen.add(b)
-            todo.append(b)
+            stack.append(b)
     return sorted(seen)
 
 
@@ -54,7 +67,7 @@ def run(ctx):
     atoms = ctx.structure()
     group = moving_group(atoms, j, k)
     if i in group:
-        raise ValueError(f"--dihedral: atom {i} is on the rotating side of the {j}–{k} bond")
+        raise ValueError(f"--dihedral: atom {i} is on the rotating side of the {j}–{k} axis")
     angles = np.arange(float(ctx["start_deg"]), float(ctx["stop_deg"]) + 1e-9, float(ctx["step_deg"]))
     rows, frames = [], []
     for phi in tqdm(angles, desc=NAME, disable=not ctx.progress):

@@ -76,7 +76,6 @@ def test_nve_optimize_and_vibrations_on_a_user_file(tmp_path, sn2_xyz):
     assert (tmp_path / "vib" / "spectrum.png").is_file()
 
 
-@pytest.mark.slow
 def test_torsion_scan_on_a_user_cumulene_finds_the_c9h4_minimum(tmp_path):
     _need("cumulene-efa")
     from efa_calc.structures import cumulene_dihedral_atoms
@@ -96,8 +95,11 @@ def test_torsion_scan_group_is_the_k_side_of_the_bond():
 
     atoms = sn2_complex("Cl", "Br", 3.3, 1.95)  # C0 H1 H2 H3 Cl4 Br5; C–Br bonded
     assert moving_group(atoms, 0, 5) == [5]
-    with pytest.raises(ValueError, match="not bonded"):
-        moving_group(atoms, 1, 2)
+    assert moving_group(atoms, 5, 0) == [0, 1, 2, 3]
+    with pytest.raises(ValueError, match="no chain of bonds"):
+        moving_group(atoms, 0, 4)  # the ion is not bonded
+    chain = cumulene(9, 90.0)  # C0..C8, H9 H10 on C0, H11 H12 on C8: the C0⋯C8 axis rotates C8's CH2
+    assert moving_group(chain, 0, 8) == [8, 11, 12]
 
 
 # ---------------------------------------------------------------- arguments
