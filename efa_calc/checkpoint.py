@@ -245,14 +245,6 @@ def load_checkpoint(path: str | Path, check_shapes: bool = True) -> Checkpoint:
             f"checkpoint {path} has format_version {version!r}; this efa-calc reads format_version "
             f"{FORMAT_VERSION} (convert it with the efa-calc version that wrote it, or upgrade efa-calc)"
         )
-    config_checked = False
-    if "config_sha256" in meta:
-        if meta["config_sha256"] != config_hash(meta):
-            raise CheckpointError(
-                f"checkpoint {path}: {CONFIG_FILE} was modified after it was written (config_sha256 checksum "
-                "mismatch: some field — species, hyperparameters, energy shift, envelope, ... — was edited)"
-            )
-        config_checked = True
     try:
         config = ModelConfig.from_dict(meta["model"])
         species = [str(s) for s in meta["species"]]
@@ -275,9 +267,18 @@ def load_checkpoint(path: str | Path, check_shapes: bool = True) -> Checkpoint:
     except (zipfile.BadZipFile, ValueError, OSError, EOFError) as exc:
         raise CheckpointError(f"checkpoint {path}: {params_file.name} is corrupt ({exc})") from exc
     ckpt = Checkpoint(config, _unflatten(flat), species, shift, meta.get("provenance", {}), meta.get("name", path.name),
-                      envelope, config_checked)
+                      envelope)
     if check_shapes:
         check_params(ckpt.params, config, where=f"checkpoint {path}")
+    # Last, so that an edit with a specific consequence (unknown species, parameters that no
+    # longer fit the hyperparameters) is reported as that; any other edit is caught here.
+    if "config_sha256" in meta:
+        if meta["config_sha256"] != config_hash(meta):
+            raise CheckpointError(
+                f"checkpoint {path}: {CONFIG_FILE} was modified after it was written (config_sha256 checksum "
+                "mismatch: some field — species, hyperparameters, energy shift, envelope, ... — was edited)"
+            )
+        ckpt.config_checked = True
     return ckpt
 
 
