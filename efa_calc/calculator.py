@@ -15,12 +15,26 @@ before anything reaches XLA.
 
 A committee (``EFACalculator([path1, path2, ...])``) returns the member mean and adds
 ``energy_std`` (eV) and ``forces_std`` (eV/Å) to ``results``.
+
+Extrapolation guard: every structure is compared with the training envelope recorded in
+the checkpoint (:mod:`efa_calc.envelope`), and ``results["extrapolation"]`` says how::
+
+    {"status": "inside" | "outside" | "unchecked" | "off", "reasons": ["C–C distance 0.62 Å, ..."]}
+
+``guard="warn"`` (default) issues an :class:`~efa_calc.errors.ExtrapolationWarning` for
+a structure outside the envelope (once per reason and calculator), ``guard="error"``
+raises :class:`~efa_calc.errors.ExtrapolationError`, ``guard="off"`` skips the check.
+Checkpoints without an envelope are "unchecked".  Atoms closer than 0.3 Å are always an
+:class:`~efa_calc.errors.InputError`.
 """
 
 from __future__ import annotations
 
+import difflib
 import logging
+import math
 import os
+import warnings
 from pathlib import Path
 from typing import Sequence
 
@@ -30,6 +44,8 @@ from ase.calculators.calculator import Calculator, all_changes
 
 from efa_calc.batching import edge_bucket, node_bucket, pad_graphs
 from efa_calc.checkpoint import Checkpoint, EnergyShift, load_checkpoint
+from efa_calc.envelope import check_physical_distances
+from efa_calc.errors import ExtrapolationError, ExtrapolationWarning
 from efa_calc.models import resolve_model
 from efa_calc.neighbors import VerletList, neighbor_pairs
 from efa_calc.potential import Potential
@@ -40,6 +56,9 @@ __all__ = ["EFACalculator"]
 log = logging.getLogger("efa_calc")
 
 ModelSpec = "str | os.PathLike | Checkpoint"
+
+GUARD_MODES = ("warn", "error", "off")
+_ASE_KWARGS = ("label", "directory", "atoms")  # what ASE's Calculator itself accepts and we pass on
 
 
 def _load(spec) -> Checkpoint:
@@ -59,6 +78,10 @@ class EFACalculator(Calculator):
       device: jax device (``None``, ``"cpu"``, ``"gpu"``, ``"cuda:1"``, or a ``jax.Device``).
       strict: raise when a structure extends beyond the model's ``max_length`` (the range
         of EFA's rotational invariance); ``False`` warns once instead.
+      guard: the extrapolation guard: ``"warn"`` (default: a warning for a structure outside
+        the training envelope), ``"error"`` (raise
+        :class:`~efa_calc.errors.ExtrapolationError`) or ``"off"``.  The verdict is in
+        ``results["extrapolation"]``.
       skin: Verlet-list skin in Å.  The default 0 rebuilds the pair list at every call:
         shapes stay fixed anyway (pair buckets only grow), a rebuild costs tens of µs for
         small molecules, while every skin pair costs a full tensor product on the device.
@@ -67,6 +90,8 @@ class EFACalculator(Calculator):
         y_i = Σ_j Σ_k ⟨q_i^(k), k_j^(k)⟩ j₀(ω_k r_ij) v_j / √D (O(N²); same parameters).
         Rotation invariant at every distance, so ``max_length`` no longer limits the
         structure.
+      label, directory, atoms: passed on to ASE's ``Calculator``.  Any other keyword
+        argument is a ``TypeError`` (ASE would silently keep it as an unused parameter).
     """
 
     implemented_properties = ["energy", "free_energy", "forces", "energies"]
@@ -79,9 +104,27 @@ class EFACalculator(Calculator):
         strict: bool = True,
         skin: float = 0.0,
         lebedev_num: int | None = None,
+        guard: str = "warn",
         efa_exact: bool = False,
         **kwargs,
     ):
+        unknown = [k for k in kwargs if k not in _ASE_KWARGS]
+        if unknown:
+            allowed = ["model", "dtype", "device", "strict", "skin", "lebedev_num", "guard", "efa_exact", *_ASE_KWARGS]
+            hint = difflib.get_close_matches(unknown[0], allowed, n=1)
+            raise TypeError(
+                f"EFACalculator got an unexpected keyword argument {unknown[0]!r}"
+                + (f" (did you mean {hint[0]!r}?)" if hint else "")
+                + f"; it takes {', '.join(allowed)}"
+            )
+        if dtype not in ("float32", "float64"):
+            raise ValueError(f"EFACalculator: dtype={dtype!r}; allowed: 'float32' or 'float64'")
+        if guard not in GUARD_MODES:
+            raise ValueError(f"EFACalculator: guard={guard!r}; allowed: {', '.join(repr(g) for g in GUARD_MODES)}")
+        if not isinstance(strict, bool):
+            raise ValueError(f"EFACalculator: strict={strict!r}; allowed: True or False")
+        if not (isinstance(skin, (int, float)) and math.isfinite(skin) and 0 <= skin <= 5):
+            raise ValueError(f"EFACalculator: skin={skin!r} Å; allowed: a number from 0 to 5 Å")
         super().__init__(**kwargs)
         specs = list(model) if isinstance(model, (list, tuple)) else [model]
         if not specs:
@@ -90,6 +133,7 @@ class EFACalculator(Calculator):
         self.potentials = [Potential(c, dtype, device, lebedev_num, efa_exact) for c in self.checkpoints]
         self.dtype = dtype
         self.strict = strict
+        self.guard = guard
         self.is_committee = len(self.potentials) > 1
         self.cutoff = max(c.config.cutoff for c in self.checkpoints)
         self.max_length = min(p.config.max_length for p in self.potentials)
@@ -131,6 +175,49 @@ class EFACalculator(Calculator):
     def _check(self, atoms: Atoms, where: str = "structure") -> None:
         check_structure(atoms.numbers, atoms.positions, atoms.pbc, self.species, self.max_length,
                         self.strict, self._warned, where)
+        check_physical_distances(atoms.positions, where)
+
+    def _guard_structure(self, atoms: Atoms, pairs) -> list:
+        """(key, reason) of every envelope a structure leaves (before evaluation)."""
+        if self.guard == "off":
+            return []
+        out: list = []
+        for c in self.checkpoints:
+            if c.envelope is not None:
+                out += [r for r in c.envelope.check_structure(atoms.numbers, atoms.positions, pairs) if r not in out]
+        return out
+
+    def _guard_finish(self, atoms: Atoms, reasons: list, member_energies: Sequence[float] | None,
+                      where: str = "structure") -> dict:
+        """Add the energy check, report (warn/raise) and return ``results["extrapolation"]``.
+
+        Called with ``member_energies=None`` before evaluation: raises at once under
+        ``guard="error"`` when the structure alone is outside (no model call wasted)."""
+        if member_energies is None:
+            if self.guard == "error" and reasons:
+                return self._guard_finish(atoms, reasons, [], where)
+            return {}
+        if self.guard == "off":
+            return {"status": "off", "reasons": []}
+        if all(c.envelope is None for c in self.checkpoints):
+            return {"status": "unchecked", "reasons": ["the checkpoint records no training envelope"]}
+        n = len(atoms)
+        for c, e in zip(self.checkpoints, member_energies):
+            if c.envelope is not None:
+                e_atom = (e - float(np.sum(c.energy_shift.atomic(atoms.numbers)))) / n
+                reasons += [r for r in c.envelope.check_energy(e_atom) if r not in reasons]
+        if not reasons:
+            return {"status": "inside", "reasons": []}
+        text = [r for _, r in reasons]
+        msg = f"{where} is outside the training data of {', '.join(self.name_of_models)}: " + "; ".join(text)
+        if self.guard == "error":
+            raise ExtrapolationError(msg + " (guard='error'; pass guard='warn' to evaluate anyway)")
+        new = [k for k, _ in reasons if k not in self._warned]
+        if new:
+            self._warned.update(new)
+            warnings.warn(msg + " — predictions are extrapolated and may be unphysical", ExtrapolationWarning,
+                          stacklevel=4)
+        return {"status": "outside", "reasons": text}
 
     def calculate(self, atoms: Atoms | None = None, properties=("energy",), system_changes=all_changes):
         super().calculate(atoms, properties, system_changes)
@@ -138,12 +225,14 @@ class EFACalculator(Calculator):
         self._check(atoms)
         n = len(atoms)
         dst, src = self._verlet.pairs(atoms.positions)
+        reasons = self._guard_structure(atoms, (dst, src))
+        self._guard_finish(atoms, reasons, None)
         nodes = node_bucket(n)
         if nodes != self._node_capacity:
             if self._node_capacity:
                 log.info("EFACalculator: atom count %d -> atom bucket %d (was %d)", n, nodes, self._node_capacity)
             self._node_capacity = nodes
-        if len(dst) > self._edge_capacity:
+        if len(dst) > self._edge_capacity or not self._edge_capacity:  # (a single atom has no pairs)
             # First call: the tightest bucket (padded pairs cost as much as real ones).
             # Overflow later (a pair list grown during MD): one step up with 25 % headroom.
             new = edge_bucket(len(dst), headroom=1.25 if self._edge_capacity else 1.0)
@@ -152,7 +241,10 @@ class EFACalculator(Calculator):
                          len(dst), self._edge_capacity, new)
             self._edge_capacity = new
         batch = pad_graphs([atoms.numbers], [atoms.positions], [(dst, src)], self._node_capacity, self._edge_capacity)
-        self.results = self._combine([self._evaluate_one(p, batch, n, atoms.numbers) for p in self.potentials])
+        outs = [self._evaluate_one(p, batch, n, atoms.numbers) for p in self.potentials]
+        extrapolation = self._guard_finish(atoms, reasons, [o[0] for o in outs])
+        self.results = self._combine(outs)
+        self.results["extrapolation"] = extrapolation
 
     @staticmethod
     def _evaluate_one(pot: Potential, batch, n: int, numbers) -> tuple[float, np.ndarray, np.ndarray]:
@@ -178,19 +270,24 @@ class EFACalculator(Calculator):
     def evaluate_batch(self, structures: Sequence[Atoms], batch_size: int = 16) -> list[dict]:
         """Evaluate many structures, ``batch_size`` per XLA call (padded to buckets).
 
-        Returns one dict per structure with ``energy`` (eV), ``forces`` (eV/Å) and
-        ``energies`` (eV), plus ``energy_std``/``forces_std`` for committees — the same
-        numbers as one-by-one calls.  Shapes: graph slots = ``batch_size``, atom slots =
+        Returns one dict per structure with ``energy`` (eV), ``forces`` (eV/Å),
+        ``energies`` (eV) and ``extrapolation``, plus ``energy_std``/``forces_std`` for
+        committees — the same numbers as one-by-one calls.  Shapes: graph slots = ``batch_size``, atom slots =
         bucket of the largest structure in the chunk, pair slots = bucket of the chunk's
         pairs, so repeated calls on similar structures reuse compiled code.
         """
         structures = list(structures)
+        if not (isinstance(batch_size, int) and batch_size >= 1):
+            raise ValueError(f"evaluate_batch: batch_size={batch_size!r}; allowed: an integer ≥ 1")
         for k, a in enumerate(structures):
             self._check(a, f"structure {k}")
         out: list[dict] = []
         for start in range(0, len(structures), batch_size):
             chunk = structures[start : start + batch_size]
             pairs = [neighbor_pairs(a.positions, self.cutoff) for a in chunk]
+            reasons = [self._guard_structure(a, p) for a, p in zip(chunk, pairs)]
+            for k, (a, r) in enumerate(zip(chunk, reasons)):
+                self._guard_finish(a, r, None, f"structure {start + k}")
             nodes = node_bucket(max(len(a) for a in chunk))
             edges = edge_bucket(sum(len(p[0]) for p in pairs))
             graphs = min(batch_size, 1 << (len(chunk) - 1).bit_length())  # power-of-two graph slots
@@ -205,7 +302,10 @@ class EFACalculator(Calculator):
                     res.append((float(ei.sum()), forces[sl].copy(), ei.astype(pot.np_dtype)))
                 per_model.append(res)
             for k in range(len(chunk)):
-                out.append(self._combine([pm[k] for pm in per_model]))
+                res = self._combine([pm[k] for pm in per_model])
+                res["extrapolation"] = self._guard_finish(chunk[k], reasons[k], [pm[k][0] for pm in per_model],
+                                                          f"structure {start + k}")
+                out.append(res)
         return out
 
     def reset(self):

@@ -9,8 +9,16 @@
       "units": {"energy": "eV", "length": "Angstrom", "forces": "eV/Angstrom"},
       "energy_shift": {"per_element": {"H": -13.6, ...}, "constant": 0.0},   # eV
       "params_file": "params.npz", "params_sha256": "<hex>",
-      "provenance": {"data": ..., "git_commit": ..., "date": ..., ...}
+      "provenance": {"data": ..., "git_commit": ..., "date": ..., ...},
+      "envelope": {...Envelope.to_dict()...},       # what the model saw in training (optional)
+      "config_sha256": "<hex>"                      # SHA-256 of every other field above
     }
+
+``config_sha256`` covers every field of ``config.json`` (the SHA-256 of the other fields as
+canonical JSON: sorted keys, no whitespace), so an edited species list, shift or envelope is
+a :class:`CheckpointError`.  Checkpoints written before it existed (and the reference code's)
+load with ``Checkpoint.config_checked = False``; ``envelope`` is ``None`` for checkpoints
+without one, and the calculator reports their structures as "unchecked".
 
 The absolute energy is E = Σ_i [E_i(model) + shift(Z_i)] + constant.  ``params.npz`` is
 a numpy archive of float32 arrays keyed by their '/'-joined parameter path, read with
@@ -37,9 +45,11 @@ import numpy as np
 from ase.data import atomic_numbers as _Z
 
 from efa_calc.config import ModelConfig
+from efa_calc.envelope import Envelope
 from efa_calc.errors import CheckpointError
 
-__all__ = ["FORMAT_VERSION", "Checkpoint", "EnergyShift", "save_checkpoint", "load_checkpoint", "git_commit"]
+__all__ = ["FORMAT_VERSION", "Checkpoint", "EnergyShift", "save_checkpoint", "load_checkpoint", "git_commit",
+           "config_hash", "write_config"]
 
 FORMAT_VERSION = 1
 CONFIG_FILE = "config.json"
@@ -80,6 +90,9 @@ class Checkpoint:
       energy_shift: added to the model's energies (eV).
       provenance: free-form JSON metadata (data, git commit, date, training errors, ...).
       name: display name (directory name by default).
+      envelope: the training envelope (:class:`~efa_calc.envelope.Envelope`), or ``None``.
+      config_checked: whether ``config.json`` carried a valid ``config_sha256`` (False for
+        checkpoints written before the field existed and for ones built in memory).
     """
 
     config: ModelConfig
@@ -88,6 +101,8 @@ class Checkpoint:
     energy_shift: EnergyShift = dataclasses.field(default_factory=EnergyShift)
     provenance: dict = dataclasses.field(default_factory=dict)
     name: str = "model"
+    envelope: Envelope | None = None
+    config_checked: bool = False
 
     @property
     def atomic_numbers(self) -> list[int]:
@@ -142,6 +157,25 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def config_hash(meta: dict) -> str:
+    """SHA-256 of every field of a ``config.json`` dict except ``config_sha256`` itself
+    (canonical JSON: sorted keys, no whitespace, floats as Python writes them)."""
+    body = {k: v for k, v in meta.items() if k != "config_sha256"}
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=_json_default)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def write_config(path: str | Path, meta: dict) -> None:
+    """Write ``meta`` as ``config.json`` into directory ``path`` with a fresh ``config_sha256``
+    (atomically: a temporary file renamed into place)."""
+    meta = json.loads(json.dumps({k: v for k, v in meta.items() if k != "config_sha256"}, default=_json_default))
+    meta["config_sha256"] = config_hash(meta)
+    target = Path(path) / CONFIG_FILE
+    tmp = target.with_name(target.name + ".tmp")
+    tmp.write_text(json.dumps(meta, indent=1))
+    os.replace(tmp, target)
+
+
 def save_checkpoint(ckpt: Checkpoint, path: str | Path, overwrite: bool = False) -> Path:
     """Write ``ckpt`` to directory ``path`` atomically; returns the path."""
     path = Path(path)
@@ -166,7 +200,9 @@ def save_checkpoint(ckpt: Checkpoint, path: str | Path, overwrite: bool = False)
             "num_parameters": int(sum(v.size for v in flat.values())),
             "provenance": provenance,
         }
-        (tmp / CONFIG_FILE).write_text(json.dumps(meta, indent=1, default=_json_default))
+        if ckpt.envelope is not None:
+            meta["envelope"] = ckpt.envelope.to_dict()
+        write_config(tmp, meta)
         if path.exists():
             shutil.rmtree(path)
         os.replace(tmp, path)
@@ -215,6 +251,7 @@ def load_checkpoint(path: str | Path, check_shapes: bool = True) -> Checkpoint:
         shift = EnergyShift(**meta.get("energy_shift", {}))
         params_file = path / meta.get("params_file", PARAMS_FILE)
         sha = meta["params_sha256"]
+        envelope = Envelope.from_dict(meta["envelope"]) if meta.get("envelope") else None
     except (KeyError, TypeError, ValueError) as exc:
         raise CheckpointError(f"checkpoint {path}: invalid {CONFIG_FILE} ({exc!r})") from exc
     bad = [s for s in species if s not in _Z or _Z[s] == 0]
@@ -229,9 +266,19 @@ def load_checkpoint(path: str | Path, check_shapes: bool = True) -> Checkpoint:
             flat = {k: np.asarray(z[k], np.float32) for k in z.files}
     except (zipfile.BadZipFile, ValueError, OSError, EOFError) as exc:
         raise CheckpointError(f"checkpoint {path}: {params_file.name} is corrupt ({exc})") from exc
-    ckpt = Checkpoint(config, _unflatten(flat), species, shift, meta.get("provenance", {}), meta.get("name", path.name))
+    ckpt = Checkpoint(config, _unflatten(flat), species, shift, meta.get("provenance", {}), meta.get("name", path.name),
+                      envelope)
     if check_shapes:
         check_params(ckpt.params, config, where=f"checkpoint {path}")
+    # Last, so that an edit with a specific consequence (unknown species, parameters that no
+    # longer fit the hyperparameters) is reported as that; any other edit is caught here.
+    if "config_sha256" in meta:
+        if meta["config_sha256"] != config_hash(meta):
+            raise CheckpointError(
+                f"checkpoint {path}: {CONFIG_FILE} was modified after it was written (config_sha256 checksum "
+                "mismatch: some field — species, hyperparameters, energy shift, envelope, ... — was edited)"
+            )
+        ckpt.config_checked = True
     return ckpt
 
 

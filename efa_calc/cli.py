@@ -1,4 +1,4 @@
-"""The ``efa-calc`` command line: data generation, training, checkpoint conversion, i-PI.
+"""The ``efa-calc`` command line: evaluation, data generation, training, checkpoint conversion, i-PI.
 
 Run ``efa-calc --help`` for the subcommands.
 """
@@ -71,7 +71,9 @@ def _cmd_models(args) -> int:
     for name in list_models():
         ck = load_checkpoint(resolve_model(name), check_shapes=False)
         lr = "EFA" if ck.config.long_range is not None else "local"
-        print(f"{name:20s} {lr:5s} cutoff {ck.config.cutoff:g} Å  species {','.join(ck.species)}  {resolve_model(name)}")
+        env = "envelope" if ck.envelope is not None else "no envelope (unchecked)"
+        print(f"{name:20s} {lr:5s} cutoff {ck.config.cutoff:g} Å  species {','.join(ck.species)}  {env}  "
+              f"{resolve_model(name)}")
     return 0
 
 
@@ -86,7 +88,7 @@ def _cmd_ipi(args) -> int:
         raise SystemExit("efa-calc ipi: give exactly one of --unix NAME or --port N")
     atoms = read(args.structure)
     atoms.pbc = False  # i-PI always sends a cell; the models are non-periodic
-    atoms.calc = EFACalculator(args.model, dtype=args.dtype, strict=not args.no_strict)
+    atoms.calc = EFACalculator(args.model, dtype=args.dtype, strict=not args.no_strict, guard=args.guard)
     client = SocketClient(host=args.host, port=args.port, unixsocket=args.unix)
     print(f"efa-calc ipi: model {args.model} connected to "
           f"{'unix socket ' + args.unix if args.unix else f'{args.host}:{args.port}'}", flush=True)
@@ -94,9 +96,94 @@ def _cmd_ipi(args) -> int:
     return 0
 
 
+def _cmd_eval(args) -> int:
+    """Evaluate a model on every frame of a file; errors against its reference labels."""
+    from ase.io import read, write
+
+    from efa_calc.calculator import EFACalculator
+    from efa_calc.evaluation import error_metrics, evaluate_frames, parity_plot, predictions_to_frames
+
+    if args.batch_size < 1:
+        raise SystemExit(f"efa-calc eval: --batch-size {args.batch_size}: allowed: an integer ≥ 1")
+    path = Path(args.file)
+    if not path.is_file():
+        raise SystemExit(f"efa-calc eval: FILE {str(path)!r}: no such file")
+    out = Path(args.out) if args.out else None
+    if out is not None and not out.parent.is_dir():
+        raise SystemExit(f"efa-calc eval: --out {str(out)!r}: the folder {str(out.parent)!r} does not exist")
+    try:
+        frames = read(str(path), index=args.index)
+    except Exception as exc:  # ase raises many types for unreadable files
+        raise SystemExit(f"efa-calc eval: FILE {str(path)!r}: ase.io.read cannot read it ({exc})") from None
+    frames = frames if isinstance(frames, list) else [frames]
+    if not frames:
+        raise SystemExit(f"efa-calc eval: FILE {str(path)!r} holds no frames")
+    for a in frames:
+        a.pbc = a.pbc if args.keep_pbc else False
+    models = args.model.split(",")
+    calc = EFACalculator(models if len(models) > 1 else models[0], dtype=args.dtype, guard=args.guard,
+                         strict=not args.no_strict)
+    preds = evaluate_frames(calc, frames, batch_size=args.batch_size, progress=not args.quiet)
+    if out is not None:
+        write(out, predictions_to_frames(frames, preds, args.energy_key, args.forces_key), format="extxyz")
+        print(f"wrote {out}: predictions for {len(frames)} frames (EFA_energy, EFA_forces, EFA_energies"
+              + (", EFA_energy_std, EFA_forces_std" if calc.is_committee else "") + ")")
+    n_out = sum(p["extrapolation"]["status"] == "outside" for p in preds)
+    if n_out:
+        print(f"{n_out} of {len(frames)} frames lie outside the training envelope (EFA_extrapolation in the output)")
+    metrics = error_metrics(frames, preds, args.energy_key, args.forces_key)
+    if not metrics:
+        print(f"{path.name}: no reference energies or forces ({args.energy_key!r}/{args.forces_key!r}); predictions only")
+        return 0
+    print(f"{args.model} on {path.name} ({len(frames)} frames):")
+    print(f"  {'property':28s} {'MAE':>12s} {'RMSE':>12s}  unit")
+    if "energy_eV" in metrics:
+        e, ea = metrics["energy_eV"], metrics["energy_per_atom_eV"]
+        print(f"  {'energy':28s} {1e3 * e['mae']:12.3f} {1e3 * e['rmse']:12.3f}  meV")
+        print(f"  {'energy per atom':28s} {1e3 * ea['mae']:12.3f} {1e3 * ea['rmse']:12.3f}  meV/atom")
+    if "forces_eV_A" in metrics:
+        f = metrics["forces_eV_A"]
+        print(f"  {'forces (components)':28s} {1e3 * f['mae']:12.3f} {1e3 * f['rmse']:12.3f}  meV/Å")
+        for sym, fe in metrics["forces_per_element_eV_A"].items():
+            print(f"  {'forces on ' + sym:28s} {1e3 * fe['mae']:12.3f} {1e3 * fe['rmse']:12.3f}  meV/Å")
+    stem = out.with_suffix("") if out is not None else Path(path.stem)
+    plot = Path(args.plot) if args.plot else stem.parent / f"{stem.name}_parity.png"
+    parity_plot(frames, preds, plot, f"{args.model} on {path.name}", args.energy_key, args.forces_key)
+    metrics_path = plot.with_name(plot.name.replace("_parity.png", "") + "_errors.json") if not args.plot else \
+        plot.with_suffix(".json")
+    metrics_path.write_text(json.dumps({"model": args.model, "file": str(path), "num_frames": len(frames),
+                                        "units": {"energy": "eV", "forces": "eV/Angstrom"}, **metrics}, indent=1))
+    print(f"parity plot {plot}; errors {metrics_path}")
+    return 0
+
+
+def _version() -> str:
+    from efa_calc import __version__
+
+    return f"efa-calc {__version__}"
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="efa-calc", description=__doc__.splitlines()[0])
+    p.add_argument("--version", action="version", version=_version())
     sub = p.add_subparsers(dest="command", required=True)
+
+    e = sub.add_parser("eval", help="evaluate a model on a file of structures; errors against its reference labels")
+    e.add_argument("file", help="structures: any file ase.io.read understands (extxyz with energy/forces for errors)")
+    e.add_argument("--model", required=True,
+                   help="bundled model name or checkpoint directory (comma-separated: a committee)")
+    e.add_argument("--out", help="write the frames with predictions to this extxyz file")
+    e.add_argument("--plot", help="parity plot PNG (default: <out or file stem>_parity.png)")
+    e.add_argument("--batch-size", type=int, default=16, help="structures per XLA call (default 16)")
+    e.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    e.add_argument("--index", default=":", help="frames to read, ase.io.read syntax (default ':' = all)")
+    e.add_argument("--energy-key", default="energy", help="reference energy key (default: energy)")
+    e.add_argument("--forces-key", default="forces", help="reference forces key (default: forces)")
+    e.add_argument("--guard", default="warn", choices=["warn", "error", "off"], help="extrapolation guard")
+    e.add_argument("--no-strict", action="store_true", help="warn instead of failing beyond max_length")
+    e.add_argument("--keep-pbc", action="store_true", help="keep periodic flags of the file (default: pbc=False)")
+    e.add_argument("--quiet", action="store_true", help="no progress bar")
+    e.set_defaults(func=_cmd_eval)
 
     g = sub.add_parser("generate", help="generate a reference dataset (resumable)")
     g.add_argument("config", help="generation config (TOML), e.g. models/configs/sn2-data.toml")
@@ -133,6 +220,8 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--host", default="localhost", help="i-PI server host for --port")
     i.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     i.add_argument("--no-strict", action="store_true", help="warn instead of failing beyond max_length")
+    i.add_argument("--guard", default="warn", choices=["warn", "error", "off"],
+                   help="extrapolation guard: warn (default), error or off when a structure leaves the training envelope")
     i.set_defaults(func=_cmd_ipi)
 
     m = sub.add_parser("models", help="list the models found by name (bundled and EFA_CALC_MODEL_PATH)")

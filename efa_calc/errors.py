@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["EFAError", "InputError", "CheckpointError"]
+__all__ = ["EFAError", "InputError", "CheckpointError", "ExtrapolationError", "ExtrapolationWarning"]
 
 
 class EFAError(ValueError):
@@ -16,3 +16,11 @@ class InputError(EFAError):
 
 class CheckpointError(EFAError):
     """A missing, corrupt or incompatible checkpoint."""
+
+
+class ExtrapolationError(InputError):
+    """A structure outside the model's training envelope, raised with ``guard="error"``."""
+
+
+class ExtrapolationWarning(RuntimeWarning):
+    """A structure outside the model's training envelope (the default ``guard="warn"``)."""

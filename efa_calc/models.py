@@ -4,7 +4,9 @@ A model name resolves to a checkpoint directory ``<dir>/<name>/config.json`` in,
 
 1. every directory listed in the environment variable ``EFA_CALC_MODEL_PATH``
    (``os.pathsep``-separated), then
-2. the bundled ``models/`` directory of the efa-calc source tree.
+2. the bundled models: ``efa_calc/bundled_models/`` of an installed wheel (``setup.py``
+   copies them there at build time), or the ``models/`` directory of the source tree for
+   an editable install.
 
 No network access is ever made.
 """
@@ -16,7 +18,9 @@ from pathlib import Path
 
 __all__ = ["BUNDLED_MODELS_DIR", "model_search_path", "list_models", "resolve_model"]
 
-BUNDLED_MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
+_PACKAGED_MODELS = Path(__file__).resolve().parent / "bundled_models"
+_SOURCE_TREE_MODELS = Path(__file__).resolve().parent.parent / "models"
+BUNDLED_MODELS_DIR = _PACKAGED_MODELS if _PACKAGED_MODELS.is_dir() else _SOURCE_TREE_MODELS
 
 
 def model_search_path() -> list[Path]:
@@ -51,7 +55,7 @@ def resolve_model(name_or_path: str | os.PathLike) -> Path:
         if (d / str(name_or_path) / "config.json").is_file():
             return d / str(name_or_path)
     hint = ""
-    recipe = BUNDLED_MODELS_DIR / "configs" / f"{name_or_path}.toml"
+    recipe = _SOURCE_TREE_MODELS / "configs" / f"{name_or_path}.toml"
     if recipe.is_file():  # a planned bundled model that has not been trained in this checkout
         hint = f"; it is made by `efa-calc train models/configs/{recipe.name}`"
     raise CheckpointError(

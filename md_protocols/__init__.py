@@ -1,4 +1,6 @@
-"""Ready-to-run protocols for the cumulene and SN2 charge-transfer systems (``efa-md``).
+"""Ready-to-run protocols for the cumulene and SN2 charge-transfer systems, and generic ones
+(``nve``, ``nvt``, ``optimize``, ``vibrations``, ``torsion-scan``) for any structure given with
+``--structure FILE`` (``efa-md``).
 
 Each protocol is a short module (copy one to adapt it to your molecule) with ``NAME``,
 ``DESCRIPTION``, ``DEFAULTS`` and ``run(ctx)``; shared plumbing lives in
@@ -19,6 +21,11 @@ _MODULES = [
     "sn2_nve",
     "sn2_nvt",
     "sn2_neb",
+    "nve",
+    "nvt",
+    "optimize",
+    "vibrations",
+    "torsion_scan",
 ]
 
 

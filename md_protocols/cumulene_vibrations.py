@@ -43,12 +43,11 @@ def frequencies(atoms: Atoms, calc, displacement: float = 0.01, box: float = 40.
     return np.sort(phonon.get_frequencies([0.0, 0.0, 0.0]) * thz_to_cm), len(displaced)
 
 
-def run(ctx):
+def run_vibrations(ctx, atoms: Atoms, calc, title: str) -> dict:
+    """Optimise ``atoms`` (BFGS to ``fmax``), then phonopy frequencies; writes optimized.extxyz,
+    frequencies_cm-1.txt and spectrum.png.  Shared by ``cumulene-vibrations`` and ``vibrations``."""
     import matplotlib.pyplot as plt
 
-    calc = ctx.calculator()
-    n = int(ctx["n_carbons"])
-    atoms = cumulene(n, 90.0 if n % 2 else 0.0)
     atoms.calc = calc
     opt = BFGS(atoms, logfile=None)
     converged = bool(opt.run(fmax=float(ctx["fmax"]), steps=int(ctx["max_steps"])))
@@ -64,11 +63,18 @@ def run(ctx):
     ax.plot(grid, spectrum, lw=1)
     ax.vlines(freqs[freqs > float(ctx["near_zero_cm1"])], 0, 0.25, color="C1", lw=0.8)
     ax.set(xlabel="wavenumber (cm⁻¹)", ylabel="mode density (arb. units, 10 cm⁻¹ Gaussians)",
-           title=f"C{n}H4 harmonic spectrum ({ctx['model']}, phonopy)")
+           title=f"{title} harmonic spectrum ({ctx['model']}, phonopy)")
     fig.tight_layout()
     ctx.savefig(fig, "spectrum.png")
     if not converged:
         ctx.status = f"stopped: optimisation not converged to {ctx['fmax']} eV/Å"
+    atoms.get_potential_energy()
     return {"frequencies_cm-1": [round(float(f), 3) for f in freqs], "near_zero_modes": near_zero,
             "num_displacements": ndisp, "optimization_converged": converged,
-            "max_force_after_optimization_eV_A": float(np.linalg.norm(atoms.get_forces(), axis=1).max())}
+            "max_force_after_optimization_eV_A": float(np.linalg.norm(atoms.get_forces(), axis=1).max()),
+            "extrapolation": atoms.calc.results.get("extrapolation", {})}
+
+
+def run(ctx):
+    n = int(ctx["n_carbons"])
+    return run_vibrations(ctx, cumulene(n, 90.0 if n % 2 else 0.0), ctx.calculator(), f"C{n}H4")

@@ -157,10 +157,12 @@ def run_dynamics(ctx: RunContext, atoms: Atoms, calc, ensemble: str, *, write_ev
     """Run (or resume) MD of ``atoms`` for ``ctx['steps']`` steps in total.
 
     Settings used from ``ctx``: ``steps``, ``timestep_fs``, ``temperature_K``, ``thermostat``
-    (NVT), ``seed``.  The guard stops the run — keeping everything written so far — when
-    the temperature exceeds ``temperature_limit_factor`` × max(target, starting
-    temperature) (at least 1000 K), any
-    force exceeds ``force_limit_eV_A``, or the structure leaves the model's range.
+    (NVT), ``seed``, ``extrapolation`` (default ``"stop"``).  The guard stops the run —
+    keeping everything written so far, with ``state.npz``/``state.json`` at the last good
+    step so that ``--resume`` continues from there — when the temperature exceeds
+    ``temperature_limit_factor`` × max(target, starting temperature) (at least 1000 K), any
+    force exceeds ``force_limit_eV_A``, the structure leaves the model's ``max_length``, or
+    (``extrapolation="stop"``) it leaves the model's training envelope.
 
     ``initial_velocities_fn(atoms, rng)`` replaces the default Maxwell–Boltzmann start
     (e.g. a collision velocity); it is not called when resuming.
@@ -209,11 +211,25 @@ def run_dynamics(ctx: RunContext, atoms: Atoms, calc, ensemble: str, *, write_ev
         if step % write_every == 0:
             _append_frame(traj_path, atoms, step, time_fs)
 
+    stop_on_envelope = ctx.settings.get("extrapolation", "stop") == "stop"
+
+    def outside() -> str | None:
+        ext = (atoms.calc.results or {}).get("extrapolation") or {}
+        if stop_on_envelope and ext.get("status") == "outside":
+            return "; ".join(ext["reasons"])
+        return None
+
     stop_reason = None
+    last_good = None
+    if start == 0:  # a bad starting structure is an error (the run fails and leaves nothing behind)
+        atoms.get_potential_energy()
+        why = outside()
+        if why:
+            raise InputError(f"the starting structure is outside the model's training envelope: {why} "
+                             "(--set extrapolation=warn runs it anyway)")
+        record(0)
+        _save_state(ctx, atoms, 0, rng, dyn)
     try:
-        if start == 0:
-            record(0)
-            _save_state(ctx, atoms, 0, rng, dyn)
         # the guard scales with the target and with the starting kinetic energy (collisions)
         t_limit = max(temperature_limit_factor * max(temp, atoms.get_temperature(), 1.0), 1000.0)
         bar = tqdm(total=steps, initial=start, desc=f"{ctx.protocol}", unit="step", disable=not ctx.progress)
@@ -224,15 +240,30 @@ def run_dynamics(ctx: RunContext, atoms: Atoms, calc, ensemble: str, *, write_ev
                 stop_reason = f"temperature {t_now:.0f} K exceeded the guard of {t_limit:.0f} K at step {step}"
             elif fmax > force_limit_eV_A:
                 stop_reason = f"a force of {fmax:.1f} eV/Å exceeded the guard of {force_limit_eV_A} eV/Å at step {step}"
+            elif outside():
+                stop_reason = (f"the structure left the model's training envelope at step {step}: {outside()} "
+                               "(resume with --set extrapolation=warn to go on regardless)")
             if stop_reason:
                 break
             record(step)
             if step % checkpoint_every == 0 or step == steps:
                 _save_state(ctx, atoms, step, rng, dyn)
+                last_good = None
+            else:
+                last_good = (step, atoms.get_positions(), atoms.get_momenta(), dict(rng.bit_generator.state),
+                             _thermostat_state(dyn))
             bar.update(1)
         bar.close()
-    except InputError as exc:  # e.g. atoms left the model's max_length
+    except InputError as exc:  # e.g. atoms left the model's max_length, or came closer than 0.3 Å
         stop_reason = f"the structure left the model's valid range: {exc}"
+    if stop_reason and last_good is not None:  # a resumable state at the last good step
+        step_ok, pos, mom, rng_state, thermo = last_good
+        tmp = ctx.path("state.npz.tmp")
+        with open(tmp, "wb") as f:
+            np.savez(f, positions=pos, momenta=mom, numbers=atoms.numbers)
+        os.replace(tmp, ctx.path("state.npz"))
+        write_json(ctx.path("state.json"), {"step": step_ok, "rng": rng_state, "thermostat": thermo,
+                                            "units": {"positions": "Angstrom", "momenta": "ASE (amu*Angstrom/ase_time)"}})
     if stop_reason:
         ctx.status = f"stopped: {stop_reason}"
         print(f"efa-md: {ctx.protocol} stopped — {stop_reason}; every frame up to then is kept", flush=True)

@@ -83,6 +83,16 @@ def test_training_lowers_the_loss_and_exports(tmp_path, dataset):
     assert (tmp_path / "run" / "best" / "config.json").is_file()
     assert (tmp_path / "run" / "learning_curves.png").stat().st_size > 10_000
     assert summary["test"]["forces_mae_eV_A"] > 0
+    # the checkpoint records its training envelope: the training split, checksummed
+    from efa_calc import load_checkpoint
+
+    best = load_checkpoint(tmp_path / "run" / "best")
+    assert best.config_checked and best.envelope is not None
+    train = dataset.subset(tr.train_idx)
+    assert best.envelope.num_frames == len(train) == 48
+    assert best.envelope.num_atoms == [min(map(len, train.numbers)), max(map(len, train.numbers))]
+    assert set(best.envelope.elements) == set(train.species)
+    assert all(best.envelope.check_structure(z, r) == [] for z, r in zip(train.numbers, train.positions))
 
 
 def test_resume_after_kill_is_identical(tmp_path, dataset):

@@ -305,9 +305,20 @@ class Trainer:
                         f"on {jax.devices()[0].platform}",
         }
 
+    def envelope(self):
+        """The training envelope (:class:`~efa_calc.envelope.Envelope`) of the training split."""
+        from efa_calc.envelope import Envelope
+
+        if getattr(self, "_envelope", None) is None:
+            self._envelope = Envelope.from_dataset(
+                self.ds.subset(self.train_idx), self.cfg.model.cutoff, self.shift,
+                source=f"training split ({len(self.train_idx)} frames) of {self.cfg.data_path.name}")
+        return self._envelope
+
     def _write_checkpoint(self, params, path: Path, extra: dict) -> None:
         params = jax.tree_util.tree_map(lambda x: np.asarray(x, np.float32), params)
-        ck = Checkpoint(self.cfg.model, params, self.species, self.shift, {**self._provenance(), **extra}, self.cfg.name)
+        ck = Checkpoint(self.cfg.model, params, self.species, self.shift, {**self._provenance(), **extra}, self.cfg.name,
+                        envelope=self.envelope())
         save_checkpoint(ck, path, overwrite=True)
 
     def _plot(self, history: list) -> None:
@@ -351,7 +362,7 @@ class Trainer:
             ck = Checkpoint(best.config, best.params, best.species, best.energy_shift,
                             {**best.provenance, "test_errors": test, "valid_errors": valid,
                              "training_steps": summary["steps"], "training_wall_time_s": summary["wall_time_s"],
-                             "num_parameters": summary["num_parameters"]}, self.cfg.name)
+                             "num_parameters": summary["num_parameters"]}, self.cfg.name, envelope=self.envelope())
             save_checkpoint(ck, self.cfg.export, overwrite=True)
             shutil.copy(self.workdir / "learning_curves.png", self.cfg.export / "learning_curves.png")
         return summary

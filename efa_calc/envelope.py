@@ -1,0 +1,250 @@
+"""The training envelope of a model and the extrapolation guard built on it.
+
+At training time a checkpoint records what its model has seen (:class:`Envelope`):
+
+* the elements;
+* per element pair, the smallest interatomic distance (Å) among pairs within the cutoff;
+* per element, the largest number of neighbours within the cutoff;
+* the range of atom counts;
+* the range of per-atom interaction energies ``(E − Σ_i shift(Z_i)) / N`` (eV/atom), i.e.
+  the reference energy minus the checkpoint's per-element energy shift, per atom.
+
+:meth:`Envelope.check` compares a structure (and, after evaluation, its predicted energy)
+with the envelope and returns readable reasons, e.g. ``"C–C distance 0.62 Å, the training
+data's minimum is 1.15 Å"``.  Small excursions that molecular dynamics at room temperature
+makes beyond the extremes of a few thousand training frames are tolerated by the margins
+below (measured on 300 K NVT of C9H4 and the SN2 complex and on the held-out test splits of
+the bundled models: none of them is flagged).
+
+Atoms closer than :data:`PHYSICAL_MIN_DISTANCE_A` (0.3 Å) are always an error, whatever
+the envelope (:func:`check_physical_distances`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Sequence
+
+import numpy as np
+from ase.data import atomic_numbers as _Z
+from ase.data import chemical_symbols
+
+from efa_calc.errors import InputError
+
+__all__ = [
+    "Envelope",
+    "PHYSICAL_MIN_DISTANCE_A",
+    "DISTANCE_MARGIN",
+    "NEIGHBOR_MARGIN",
+    "ENERGY_MARGIN_EV",
+    "ENERGY_MARGIN_FRACTION",
+    "check_physical_distances",
+]
+
+#: Atoms closer than this (Å) are always an error: no force field is meaningful there.
+PHYSICAL_MIN_DISTANCE_A = 0.3
+#: A pair distance is flagged below DISTANCE_MARGIN × the training minimum of its element pair.
+DISTANCE_MARGIN = 0.85
+#: A neighbour count is flagged above the training maximum + max(NEIGHBOR_MARGIN, 10 %).
+NEIGHBOR_MARGIN = 2
+#: The per-atom energy is flagged outside the training range widened on both sides by
+#: max(ENERGY_MARGIN_EV, ENERGY_MARGIN_FRACTION × its width) (eV/atom).
+ENERGY_MARGIN_EV = 0.1
+ENERGY_MARGIN_FRACTION = 0.25
+
+
+def _pair_name(z1: int, z2: int) -> str:
+    a, b = sorted((int(z1), int(z2)))
+    return f"{chemical_symbols[a]}-{chemical_symbols[b]}"
+
+
+def _symbol(z: int) -> str:
+    return chemical_symbols[int(z)] if 0 <= int(z) < len(chemical_symbols) else f"Z={int(z)}"
+
+
+def check_physical_distances(positions: np.ndarray, where: str = "structure") -> None:
+    """Raise :class:`InputError` if two atoms are closer than 0.3 Å (eg. two atoms at one spot)."""
+    pos = np.asarray(positions, np.float64)
+    if len(pos) < 2:
+        return
+    from scipy.spatial import cKDTree
+
+    close = cKDTree(pos).query_pairs(PHYSICAL_MIN_DISTANCE_A, output_type="ndarray")
+    if len(close):
+        d = np.linalg.norm(pos[close[:, 0]] - pos[close[:, 1]], axis=1)
+        k = int(np.argmin(d))
+        i, j = (int(v) for v in close[k])
+        raise InputError(
+            f"{where}: atoms {i} and {j} are {d[k]:.3f} Å apart, closer than the physical minimum of "
+            f"{PHYSICAL_MIN_DISTANCE_A} Å ({len(close)} such pair(s)); no model can evaluate this"
+        )
+
+
+def _pair_stats(numbers: np.ndarray, positions: np.ndarray, dst: np.ndarray, src: np.ndarray, cutoff: float):
+    """Min distance per element pair and neighbour count per atom, for pairs within ``cutoff``."""
+    numbers = np.asarray(numbers, int)
+    if len(dst):
+        d = np.linalg.norm(positions[src] - positions[dst], axis=1)
+        keep = d <= cutoff
+        dst, src, d = dst[keep], src[keep], d[keep]
+    else:
+        d = np.zeros(0)
+    counts = np.bincount(dst, minlength=len(numbers)) if len(dst) else np.zeros(len(numbers), int)
+    mins: dict[str, tuple[float, int, int]] = {}
+    if len(d):
+        za, zb = numbers[dst], numbers[src]
+        key = np.minimum(za, zb) * 1000 + np.maximum(za, zb)
+        order = np.lexsort((d, key))
+        first = np.r_[True, key[order][1:] != key[order][:-1]]
+        for k in order[first]:
+            mins[_pair_name(za[k], zb[k])] = (float(d[k]), int(dst[k]), int(src[k]))
+    return mins, counts
+
+
+@dataclasses.dataclass
+class Envelope:
+    """What a model has seen in training (lengths in Å, energies in eV/atom).
+
+    Attributes:
+      elements: chemical symbols present in the training structures.
+      cutoff: the local cutoff (Å) the pair statistics refer to.
+      min_distance: ``"C-H"`` (symbols by atomic number) -> smallest distance (Å) of
+        that pair within the cutoff.
+      max_neighbors: symbol -> largest number of neighbours within the cutoff.
+      num_atoms: [smallest, largest] atom count.
+      energy_per_atom: [lowest, highest] of (E − Σ_i shift(Z_i)) / N in eV/atom.
+      num_frames: training structures the envelope was taken from.
+      source: where they came from (free text).
+    """
+
+    elements: list
+    cutoff: float
+    min_distance: dict
+    max_neighbors: dict
+    num_atoms: list
+    energy_per_atom: list
+    num_frames: int = 0
+    source: str = ""
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_structures(
+        cls,
+        numbers: Sequence[np.ndarray],
+        positions: Sequence[np.ndarray],
+        energies: Sequence[float],
+        cutoff: float,
+        energy_shift=None,
+        source: str = "",
+    ) -> "Envelope":
+        """The envelope of training structures with reference energies (eV) ``energies``;
+        ``energy_shift`` is the checkpoint's :class:`~efa_calc.checkpoint.EnergyShift`."""
+        from efa_calc.neighbors import neighbor_pairs
+
+        elements: set[int] = set()
+        mins: dict[str, float] = {}
+        nmax: dict[str, int] = {}
+        sizes, e_atom = [], []
+        for z, r, e in zip(numbers, positions, energies):
+            z, r = np.asarray(z, int), np.asarray(r, np.float64)
+            elements.update(int(v) for v in z)
+            dst, src = neighbor_pairs(r, cutoff)
+            pm, counts = _pair_stats(z, r, dst, src, cutoff)
+            for k, (d, _, _) in pm.items():
+                mins[k] = min(mins.get(k, math.inf), d)
+            for zz in np.unique(z):
+                s = _symbol(zz)
+                nmax[s] = max(nmax.get(s, 0), int(counts[z == zz].max()))
+            sizes.append(len(z))
+            shift = float(np.sum(energy_shift.atomic(z))) if energy_shift is not None else 0.0
+            e_atom.append((float(e) - shift) / len(z))
+        if not sizes:
+            raise ValueError("an envelope needs at least one training structure")
+        return cls(
+            elements=[_symbol(z) for z in sorted(elements)],
+            cutoff=float(cutoff),
+            min_distance={k: round(v, 4) for k, v in sorted(mins.items())},
+            max_neighbors=dict(sorted(nmax.items())),
+            num_atoms=[int(min(sizes)), int(max(sizes))],
+            energy_per_atom=[float(min(e_atom)), float(max(e_atom))],
+            num_frames=len(sizes),
+            source=source,
+        )
+
+    @classmethod
+    def from_dataset(cls, ds, cutoff: float, energy_shift=None, source: str = "") -> "Envelope":
+        """The envelope of an :class:`efa_calc.data.Dataset` (e.g. the training split)."""
+        return cls.from_structures(ds.numbers, ds.positions, ds.energy, cutoff, energy_shift, source)
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["units"] = {"min_distance": "Angstrom", "cutoff": "Angstrom", "energy_per_atom": "eV/atom"}
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Envelope":
+        fields = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in fields})
+
+    # ------------------------------------------------------------------ checks
+    def energy_bounds(self) -> tuple[float, float]:
+        """The accepted per-atom energy range (eV/atom): the training range plus margins."""
+        lo, hi = self.energy_per_atom
+        m = max(ENERGY_MARGIN_EV, ENERGY_MARGIN_FRACTION * (hi - lo))
+        return lo - m, hi + m
+
+    def neighbor_bound(self, symbol: str) -> int:
+        n = int(self.max_neighbors[symbol])
+        return n + max(NEIGHBOR_MARGIN, int(math.ceil(0.1 * n)))
+
+    def check_structure(self, numbers, positions, pairs=None) -> list[tuple[str, str]]:
+        """``(key, reason)`` for every way the structure lies outside the envelope.
+
+        ``pairs`` = (dst, src) within at least the cutoff (computed when ``None``).
+        """
+        from efa_calc.neighbors import neighbor_pairs
+
+        numbers = np.asarray(numbers, int)
+        positions = np.asarray(positions, np.float64)
+        out: list[tuple[str, str]] = []
+        unseen = sorted({_symbol(z) for z in numbers} - set(self.elements))
+        if unseen:
+            out.append(("elements", f"element(s) {', '.join(unseen)} never occur in the training data "
+                                    f"(it has {', '.join(self.elements)})"))
+        n = len(numbers)
+        lo, hi = self.num_atoms
+        if not lo <= n <= hi:
+            out.append(("num_atoms", f"{n} atoms, the training data has {lo}–{hi}"))
+        dst, src = pairs if pairs is not None else neighbor_pairs(positions, self.cutoff)
+        mins, counts = _pair_stats(numbers, positions, np.asarray(dst), np.asarray(src), self.cutoff)
+        for key, (d, i, j) in mins.items():
+            ref = self.min_distance.get(key)
+            name = key.replace("-", "–")
+            if ref is None:
+                if not unseen:
+                    out.append((f"pair:{key}", f"{name} pair at {d:.2f} Å (atoms {i}, {j}): the training data has "
+                                               f"no {name} pair within the {self.cutoff:g} Å cutoff"))
+            elif d < DISTANCE_MARGIN * ref:
+                out.append((f"pair:{key}", f"{name} distance {d:.2f} Å (atoms {i}, {j}), the training data's "
+                                           f"minimum is {ref:.2f} Å"))
+        for z in np.unique(numbers):
+            s = _symbol(z)
+            if s not in self.max_neighbors:
+                continue
+            c = counts[numbers == z]
+            k = int(np.argmax(c))
+            if c[k] > self.neighbor_bound(s):
+                atom = int(np.flatnonzero(numbers == z)[k])
+                out.append((f"neighbors:{s}", f"{s} atom {atom} has {int(c[k])} neighbours within {self.cutoff:g} Å, "
+                                              f"the training data's maximum is {self.max_neighbors[s]}"))
+        return out
+
+    def check_energy(self, energy_per_atom: float) -> list[tuple[str, str]]:
+        """``(key, reason)`` if the predicted per-atom interaction energy (eV/atom) is outside."""
+        lo, hi = self.energy_bounds()
+        if not np.isfinite(energy_per_atom) or not lo <= energy_per_atom <= hi:
+            a, b = self.energy_per_atom
+            return [("energy", f"predicted energy {energy_per_atom:.4g} eV/atom (relative to the per-element "
+                               f"shifts), the training data spans {a:.3f} to {b:.3f} eV/atom")]
+        return []
