@@ -155,6 +155,31 @@ def main(argv=None) -> None:
             "device": str(jax.devices()[0]), "dtype": "float32", "density_per_A3": 0.1}
     out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
     print(f"wrote {out}")
+    plot(out, ROOT / "docs" / "figures" / "long_range_speed.png")
+
+
+def plot(json_path: Path, png: Path) -> None:
+    """Time and compiled memory against N, one line per variant (log-log)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = json.loads(Path(json_path).read_text())["rows"]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.8))
+    for v in dict.fromkeys(r["variant"] for r in rows):
+        mine = [r for r in rows if r["variant"] == v and "temp_MiB" in r]
+        timed = [r for r in mine if r.get("time_ms")]
+        a.loglog([r["N"] for r in timed], [r["time_ms"] / 1e3 for r in timed], "-o", ms=3, label=v)
+        b.loglog([r["N"] for r in mine], [(r["temp_MiB"] + r["argument_MiB"]) / 1024 for r in mine], "-o", ms=3, label=v)
+    a.set(xlabel="atoms N", ylabel="energy + forces call (s)")
+    b.set(xlabel="atoms N", ylabel="compiled memory (GiB)")
+    b.axhline(24, color="grey", ls=":", lw=1)
+    a.legend(fontsize=7)
+    fig.tight_layout()
+    png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(png, dpi=110)
+    plt.close(fig)
 
 
 if __name__ == "__main__":

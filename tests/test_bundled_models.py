@@ -87,7 +87,10 @@ def test_cumulene_scan_errors_are_the_ones_the_card_quotes(name):
         r = scan_report(calc, ds.subset(idx), phi[idx])
         q = quoted[f"C{k}H4"]
         assert r["relative_energy_rmse_eV"] == pytest.approx(q["relative_energy_rmse_eV"], abs=2e-4)
-        assert r["model_minimum_at"] == q["model_minimum_at"]
+        if q["model_span_eV"] > 0.05:
+            assert r["model_minimum_at"] == q["model_minimum_at"]
+        else:  # a flat profile (the local model): where its float32 minimum falls is noise
+            assert r["model_span_eV"] == pytest.approx(q["model_span_eV"], abs=5e-3)
 
 
 # ---------------------------------------------------------------- acceptance physics
