@@ -70,9 +70,10 @@ def _cmd_models(args) -> int:
 
     for name in list_models():
         ck = load_checkpoint(resolve_model(name), check_shapes=False)
-        lr = "EFA" if ck.config.long_range is not None else "local"
+        lr = ck.config.long_range.kind if ck.config.long_range is not None else "local"
+        lr += "+mara" if ck.config.mara_gate is not None else ""
         env = "envelope" if ck.envelope is not None else "no envelope (unchecked)"
-        print(f"{name:20s} {lr:5s} cutoff {ck.config.cutoff:g} Å  species {','.join(ck.species)}  {env}  "
+        print(f"{name:20s} {lr:10s} cutoff {ck.config.cutoff:g} Å  species {','.join(ck.species)}  {env}  "
               f"{resolve_model(name)}")
     return 0
 

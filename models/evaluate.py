@@ -169,7 +169,7 @@ def write_model_card(name: str, family: str, results: dict) -> Path:
     kind = (f"EFA (Euclidean fast attention) after message-passing iterations {list(lr.iterations)}: "
             f"{lr.lebedev_num}-point Lebedev grid, ERoPE max_length {lr.max_length} Å, max_degree {lr.max_degree}, "
             f"query/key {lr.qk_features} and value {lr.v_features} features"
-            if lr is not None else f"none: the purely local control of `{control}` "
+            if lr is not None and lr.kind == "efa" else f"{lr.kind}: {lr.to_dict()}" if lr is not None else f"none: the purely local control of `{control}` "
             f"(same cutoff and iterations, features widened to the same parameter count)")
     lines = [
         f"# {name}",
