@@ -259,6 +259,21 @@ def versions() -> dict:
     return out
 
 
+def write_scan(ctx, rows: list[dict], frames: list) -> None:
+    """Write a scan's table (``scan.csv``, one row per point, units in the column names) and
+    its relaxed frames (``scan.extxyz``), and register both as run outputs."""
+    import csv
+
+    from ase.io import write
+
+    with open(ctx.path("scan.csv"), "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    write(ctx.path("scan.extxyz"), frames, format="extxyz")
+    ctx.files.update({"scan": "scan.csv", "trajectory": "scan.extxyz"})
+
+
 def write_json(path: Path, data: Any) -> None:
     """Write JSON atomically (a killed run never leaves a truncated file)."""
     tmp = path.with_name(path.name + ".tmp")

@@ -4,15 +4,13 @@ Both H–C₁⋯Cₙ–H dihedrals are held at the scan angle, so each CH2 group
 (with one constraint the free hydrogen may scissor instead); everything else relaxes.
 """
 
-import csv
-
 import numpy as np
 from ase.constraints import FixInternals
-from ase.io import write
 from ase.optimize import BFGS
 from tqdm.auto import tqdm
 
 from efa_calc.structures import cumulene_dihedral, cumulene_dihedral_atoms, rotate_terminal_group
+from md_protocols.common import write_scan
 from md_protocols.systems import cumulene_start
 
 NAME = "cumulene-torsion-scan"
@@ -45,12 +43,7 @@ def run(ctx):
         frames.append(frame)
         atoms = atoms.copy()
         atoms.set_constraint()
-    with open(ctx.path("scan.csv"), "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
-    write(ctx.path("scan.extxyz"), frames, format="extxyz")
-    ctx.files.update({"scan": "scan.csv", "trajectory": "scan.extxyz"})
+    write_scan(ctx, rows, frames)
     e = np.array([r["energy_eV"] for r in rows])
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.plot(angles, e - e.min(), "o-")

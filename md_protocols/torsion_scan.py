@@ -7,13 +7,12 @@ the C1⋯Cn axis of a cumulene), held by ASE's ``FixInternals`` and everything e
 with BFGS to ``fmax`` (eV/Å).  Outputs as ``cumulene-torsion-scan``: scan.csv, scan.extxyz, torsion_scan.png.
 """
 
-import csv
-
 import numpy as np
 from ase.constraints import FixInternals
-from ase.io import write
 from ase.optimize import BFGS
 from tqdm.auto import tqdm
+
+from md_protocols.common import write_scan
 
 NAME = "torsion-scan"
 DESCRIPTION = "relaxed scan of a dihedral of your structure (--structure FILE --model M --dihedral i,j,k,l)"
@@ -85,12 +84,7 @@ def run(ctx):
         frame.set_constraint()
         frame.info = {"dihedral_deg": float(phi), "energy_eV": rows[-1]["energy_eV"]}
         frames.append(frame)
-    with open(ctx.path("scan.csv"), "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
-    write(ctx.path("scan.extxyz"), frames, format="extxyz")
-    ctx.files.update({"scan": "scan.csv", "trajectory": "scan.extxyz"})
+    write_scan(ctx, rows, frames)
     e = np.array([r["energy_eV"] for r in rows])
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.plot(angles, e - e.min(), "o-")
