@@ -34,7 +34,7 @@ import numpy as np
 from jaxtyping import Array, Bool, Float, Integer
 
 from efa_calc.nn.long_range import LongRangeConfig, register
-from efa_calc.nn.long_range.efa import pair_layout, safe_distances
+from efa_calc.nn.long_range.efa import pair_j0, pair_layout
 
 __all__ = ["AllToAllConfig", "AllToAllAttention", "distance_frequencies"]
 
@@ -122,10 +122,7 @@ class AllToAllAttention(nn.Module):
         if cfg.distance_bias:
             w = self.param("distance_weights", nn.initializers.constant(1.0 / cfg.num_frequencies),
                            (h, cfg.num_frequencies)).astype(dtype)
-            r = positions.astype(dtype).reshape(g, s, 3)
-            dist = safe_distances(r[:, :, None, :] - r[:, None, :, :])  # (G, S, S)
-            omega = jnp.asarray(distance_frequencies(cfg) / np.pi, dtype)
-            j0 = jnp.sinc(dist[..., None] * omega)  # (G, S, S, K)
+            j0 = pair_j0(positions.astype(dtype).reshape(g, s, 3), distance_frequencies(cfg))  # (G, S, S, K)
             bias = jnp.log(jax.nn.softplus(jnp.einsum("gijk,hk->ghij", j0, w)) + cfg.epsilon)
             scores = scores + bias
         mask = node_mask.reshape(g, 1, 1, s)

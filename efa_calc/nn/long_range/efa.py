@@ -46,7 +46,7 @@ from efa_calc.nn.long_range import LongRangeConfig, register
 
 __all__ = [
     "EFAConfig", "EuclideanFastAttention", "exact_kernel_attention", "linear_attention", "pair_kernel_attention",
-    "use_pair_kernel", "pair_layout", "safe_distances",
+    "use_pair_kernel", "pair_layout", "pair_j0", "safe_distances",
 ]
 
 KERNELS = ("lebedev", "exact")
@@ -227,6 +227,13 @@ def safe_distances(r: Float[Array, "... 3"]) -> Float[Array, "..."]:
     return jnp.where(pos, jnp.sqrt(jnp.where(pos, r2, 1.0)), 0.0)
 
 
+def pair_j0(positions: Float[Array, "G S 3"], omega: Float[np.ndarray, "K"]) -> Float[Array, "G S S K"]:
+    """j₀(ω_k r_ij) = sin(ω_k r_ij)/(ω_k r_ij) for every atom pair of each graph (1 at r = 0,
+    with a finite gradient there); ``omega`` in rad/Å, positions in Å."""
+    dist = safe_distances(positions[:, :, None, :] - positions[:, None, :, :])  # (G, S, S)
+    return jnp.sinc(dist[..., None] * jnp.asarray(np.asarray(omega) / np.pi, positions.dtype))  # sinc(x) = sin(πx)/(πx)
+
+
 def pair_layout(
     num_atoms: int, batch_segments: Integer[Array, "N"], num_graphs: int, nodes_per_graph: Optional[int]
 ) -> tuple[int, int, Optional[Bool[Array, "1 N N"]]]:
@@ -267,9 +274,7 @@ def exact_kernel_attention(
     qa, qb = jnp.moveaxis(q.reshape(g, s, pd, f // 2, 2), -1, 0)
     ka, kb = jnp.moveaxis(k.reshape(g, s, pd, f // 2, 2), -1, 0)
     x = jnp.einsum("gipk,gjpk->gijk", qa, ka) + jnp.einsum("gipk,gjpk->gijk", qb, kb)
-    r = positions.reshape(g, s, 3)
-    dist = safe_distances(r[:, :, None, :] - r[:, None, :, :])  # (G, S, S)
-    j0 = jnp.sinc(dist[..., None] * jnp.asarray(omega / np.pi, positions.dtype))  # jnp.sinc(x) = sin(πx)/(πx)
+    j0 = pair_j0(positions.reshape(g, s, 3), omega)
     scores = jnp.einsum("gijk,gijk->gij", x, j0)
     if same is not None:
         scores = jnp.where(same, scores, 0.0)
