@@ -7,7 +7,7 @@ For iterations t = 0 … T−1 with features x (N, P, (L+1)², F):
     update:     x    ← x + silu(c_t)·y + silu(1 − c_t)·y_nl        (c_t learned, init 0.5)
 
 where MLP = Dense → gated silu → Dense (last layer zero-initialised), ``basis`` is the
-e3x radial × spherical-harmonic edge basis times a smooth cutoff, and x_lr is x cut to the
+e3x radial × spherical-harmonic edge basis times a smooth cutoff (kept factorised, :class:`~efa_calc.nn.tensor.EdgeBasis`), and x_lr is x cut to the
 EFA degree/parity.  The long-range block is any registered block
 (:mod:`efa_calc.nn.long_range`: EFA, all-to-all attention); ``gate`` is the optional MARA edge
 gate (:mod:`efa_calc.nn.mara`) multiplying each edge's message.  The atomic energy is E_i = w·scalars(x_i) + b[Z_i] and forces are the
@@ -33,7 +33,7 @@ from efa_calc.config import ModelConfig
 from efa_calc.nn.long_range import block
 from efa_calc.nn.mara import MARAGate
 from efa_calc.nn.radial import radial_function
-from efa_calc.nn.tensor import MessagePass
+from efa_calc.nn.tensor import MessagePass, edge_basis
 
 __all__ = ["Batch", "EnergyModel", "atomic_energies", "energy_and_forces", "init_params"]
 
@@ -105,14 +105,12 @@ class EnergyModel(nn.Module):
         disp = positions[src_idx] - positions[dst_idx]
         far = jnp.asarray([2.0 * cfg.cutoff + 1.0, 0.0, 0.0], dtype)
         disp = jnp.where(edge_mask[:, None], disp, far)
-        basis = e3x.nn.basis(
-            disp,
-            num=cfg.num_basis_functions,
-            max_degree=cfg.mp_max_degree,
+        basis = edge_basis(
+            disp, max_degree=cfg.mp_max_degree, num=cfg.num_basis_functions,
             radial_fn=radial_function(cfg.radial_basis),
             cutoff_fn=functools.partial(getattr(e3x.nn, cfg.cutoff_fn), cutoff=cfg.cutoff),
         )
-        basis = basis.astype(dtype) * edge_mask[:, None, None, None].astype(dtype)
+        basis = basis._replace(radial=basis.radial * edge_mask[:, None].astype(dtype))
 
         x = e3x.nn.Embed(num_embeddings=cfg.zmax, features=cfg.num_features, dtype=dtype, name="embed")(atomic_numbers)
 
