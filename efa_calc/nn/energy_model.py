@@ -30,6 +30,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float, Integer
 
 from efa_calc.config import ModelConfig
+from efa_calc.nn.dense import Dense
 from efa_calc.nn.long_range import block
 from efa_calc.nn.mara import MARAGate
 from efa_calc.nn.radial import radial_function
@@ -63,10 +64,10 @@ class Batch(NamedTuple):
 
 
 def _mlp(x, features: int, name: str, zero_output: bool = True):
-    x = e3x.nn.Dense(features, dtype=x.dtype, name=f"{name}_0")(x)
+    x = Dense(features, dtype=x.dtype, name=f"{name}_0")(x)
     x = e3x.nn.silu(x)
     init = {"kernel_init": nn.initializers.zeros} if zero_output else {}  # else e3x's default
-    return e3x.nn.Dense(features, dtype=x.dtype, name=f"{name}_1", **init)(x)
+    return Dense(features, dtype=x.dtype, name=f"{name}_1", **init)(x)
 
 
 class EnergyModel(nn.Module):
@@ -151,7 +152,7 @@ class EnergyModel(nn.Module):
                 y_nl = block(lr.kind).module(lr, name=f"long_range_{t}")(
                     x_lr, centred, batch_segments, node_mask, num_graphs, nodes_per_graph
                 )
-                y_nl = e3x.nn.Dense(cfg.num_features, dtype=dtype, name=f"long_range_projection_{t}")(y_nl.astype(dtype))
+                y_nl = Dense(cfg.num_features, dtype=dtype, name=f"long_range_projection_{t}")(y_nl.astype(dtype))
                 y_nl = _mlp(e3x.nn.add(y_nl, x), cfg.num_features, f"long_range_mlp_{t}", cfg.output_is_zero_at_init)
 
             if cfg.use_switch:

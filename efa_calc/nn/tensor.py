@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import functools
 import itertools
-from typing import NamedTuple, Optional
+from typing import Callable, NamedTuple, Optional
 
 import e3x
 import flax.linen as nn
@@ -38,7 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, Integer
 
-__all__ = ["EdgeBasis", "edge_basis", "MessagePass"]
+__all__ = ["EdgeBasis", "edge_basis", "MessagePass", "messages", "aggregate_messages", "coupling_table", "coupling_paths"]
 
 
 class EdgeBasis(NamedTuple):
@@ -119,33 +119,113 @@ def _max_degree(size: int) -> int:
     return int(round(np.sqrt(size))) - 1
 
 
-class RadialFilter(nn.Module):
-    """ρ_e[ℓ, f] = Σ_k g_k(r_e) V_ℓ[k, f]: the radial part of ``e3x.nn.Dense(basis)``, whose
-    parameters it keeps (``'0+'``, ``'1-'``, ``'2+'``, … each a (K, F) ``kernel``).
-
-    Input (E, K); output (E, L+1, F)."""
-
-    features: int
-    max_degree: int
-    dtype: Optional[jnp.dtype] = None
-
-    @nn.compact
-    def __call__(self, radial: Float[Array, "E K"]) -> Float[Array, "E L F"]:
-        return jnp.stack([
-            nn.Dense(self.features, use_bias=False, dtype=self.dtype, kernel_init=nn.initializers.lecun_normal(),
-                     name=f"{l}{'+-'[l % 2]}")(radial)
-            for l in range(self.max_degree + 1)
-        ], axis=1)
-
-
-class TensorKernel(nn.Module):
-    """The path weights W[0, ℓ₁, q, ℓ₂, r, ℓ₃, f] of ``e3x.nn.Tensor`` (parameter ``kernel``)."""
+class _Kernel(nn.Module):
+    """One parameter ``kernel`` of a fixed shape (keeps e3x's parameter paths)."""
 
     shape: tuple[int, ...]
+    init: Callable = nn.initializers.lecun_normal()
 
     @nn.compact
     def __call__(self) -> Array:
-        return self.param("kernel", e3x.nn.initializers.tensor_lecun_normal(), self.shape, jnp.float32)
+        return self.param("kernel", self.init, self.shape, jnp.float32)
+
+
+class RadialFilter(nn.Module):
+    """The weights V_ℓ (K, F) of ``e3x.nn.Dense(basis)`` (no bias), one per basis degree, under
+    e3x's names ``'0+'``, ``'1-'``, ``'2+'``, …; returns them stacked, (L+1, K, F).
+
+    The radial filter of edge e is ρ_e[ℓ, f] = Σ_k g_k(r_e) V_ℓ[k, f]."""
+
+    num_basis: int
+    features: int
+    max_degree: int
+
+    @nn.compact
+    def __call__(self) -> Float[Array, "L K F"]:
+        return jnp.stack([_Kernel((self.num_basis, self.features), name=f"{l}{'+-'[l % 2]}")()
+                          for l in range(self.max_degree + 1)])
+
+
+def messages(
+    x: Float[Array, "N P D F"],
+    radial: Float[Array, "E K"],
+    angular: Float[Array, "E Db"],
+    src_idx: Integer[Array, "E"],
+    filter_weights: Float[Array, "Lb K F"],
+    kernel: Float[Array, "1 Lb P L P3 L3 F"],
+    p3n: int,
+    l3max: int,
+) -> Float[Array, "E P3 D3 F"]:
+    """The message m_e of every edge (module docstring), a pure function.
+
+    Args:
+      x: node features (N, P, (L+1)², F).
+      radial, angular: the edge basis (:class:`EdgeBasis`).
+      src_idx: (E,) source atom of every edge.
+      filter_weights: V (L_b+1, K, F); kernel: the path weights W.
+      p3n, l3max: output parity slots and degree.
+    """
+    p2n, l2max, features = x.shape[-3], _max_degree(x.shape[-2]), x.shape[-1]
+    l1max = _max_degree(angular.shape[-1])
+    dtype = x.dtype
+    rho = jnp.einsum("ek,lkf->elf", radial, filter_weights)  # (E, L₁+1, F)
+    paths = coupling_paths(l1max, p2n, l2max, p3n, l3max)
+    blocks: dict[int, Array] = {}  # ℓ₃ → (E, P₃, 2ℓ₃+1, F)
+    for b in range(l2max + 1):
+        # Slice before the gather: the backward pass then pads an (N, …) array, not (E, …).
+        x_b = x[:, :, _block(b), :][src_idx]  # (E, P, 2b+1, F)
+        for c in range(l3max + 1):
+            here = [p for p in paths if (p.l2, p.l3) == (b, c)]
+            if not here:
+                continue
+            ls = sorted({p.l1 for p in here})
+            allowed = np.zeros((len(ls), p2n, p3n))
+            for p in here:
+                allowed[ls.index(p.l1), p.q, p.r] = 1.0
+            t = jnp.stack([coupling_table(angular, a, b, c) for a in ls], axis=1)  # (E, A, 2b+1, 2c+1)
+            w = kernel[0, np.asarray(ls), :, b, :, c] * jnp.asarray(allowed, dtype)[..., None]  # (A, P, P₃, F)
+            z = jnp.einsum("eajk,eqjf->eaqkf", t, x_b)
+            term = jnp.einsum("eaqkf,aqrf,eaf->erkf", z, w, rho[:, np.asarray(ls), :])
+            blocks[c] = blocks[c] + term if c in blocks else term
+    e = src_idx.shape[0]
+    return jnp.concatenate(
+        [blocks.get(c, jnp.zeros((e, p3n, 2 * c + 1, features), dtype)) for c in range(l3max + 1)], axis=-2
+    )
+
+
+#: Edge lists longer than this are processed in chunks of this many edges (a ``lax.scan``
+#: with rematerialisation), so that per-edge features never exist for all edges at once:
+#: the memory of a call then grows with the atoms, not with atoms × neighbours × features.
+EDGE_CHUNK = 16384
+
+
+def aggregate_messages(
+    x, radial, angular, dst_idx, src_idx, edge_gate, num_segments: int, filter_weights, kernel, p3n: int,
+    l3max: int, chunk: int = EDGE_CHUNK,
+) -> Float[Array, "N P3 D3 F"]:
+    """m_i = Σ_{e: dst_e = i} g_e m_e, in edge chunks when E > ``chunk`` (same sum, exactly:
+    padding edges carry a zero radial part)."""
+    gate = jnp.ones(src_idx.shape, x.dtype) if edge_gate is None else edge_gate.astype(x.dtype)
+
+    def part(radial, angular, dst, src, gate):
+        m = messages(x, radial, angular, src, filter_weights, kernel, p3n, l3max) * gate[:, None, None, None]
+        return jax.ops.segment_sum(m, dst, num_segments)
+
+    e = src_idx.shape[0]
+    if e <= chunk:
+        return part(radial, angular, dst_idx, src_idx, gate)
+    n_chunks = -(-e // chunk)
+    pad = n_chunks * chunk - e
+    edge_arrays = [jnp.pad(a, [(0, pad)] + [(0, 0)] * (a.ndim - 1)) for a in (radial, angular, dst_idx, src_idx, gate)]
+    edge_arrays = [a.reshape(n_chunks, chunk, *a.shape[1:]) for a in edge_arrays]
+    out_shape = (num_segments, p3n, (l3max + 1) ** 2, x.shape[-1])
+
+    @jax.checkpoint  # keep only the chunk's inputs for the backward pass; recompute the rest
+    def body(total, chunk_arrays):
+        return total + part(*chunk_arrays), None
+
+    total, _ = jax.lax.scan(body, jnp.zeros(out_shape, x.dtype), edge_arrays)
+    return total
 
 
 class MessagePass(nn.Module):
@@ -155,7 +235,8 @@ class MessagePass(nn.Module):
         m_i = Σ_{e: dst_e = i} g_e · Tensor(Dense(basis_e), x[src_e])
 
     with an optional scalar gate g_e per edge (``edge_gate``, e.g. the MARA gate; 1 without),
-    evaluated in the factorised form of the module docstring.
+    evaluated in the factorised form of the module docstring (:func:`messages`), in edge
+    chunks for long edge lists (:func:`aggregate_messages`).
 
     Attributes:
       max_degree: output degree L' (``None``: the larger of the input and basis degrees).
@@ -187,35 +268,11 @@ class MessagePass(nn.Module):
             raise ValueError(f"max_degree can be at most {l1max + l2max}, got {l3max}")
         pseudo = self.include_pseudotensors and not (p2n == 1 and 0 in (l1max, l2max, l3max))
         p3n = 2 if pseudo else 1
-        rho = RadialFilter(features, l1max, dtype=self.dtype, name="filter")(basis.radial)  # (E, L₁+1, F)
-        kernel = TensorKernel((1, l1max + 1, p2n, l2max + 1, p3n, l3max + 1, features), name="tensor")()
-        dtype = self.dtype or jnp.result_type(inputs, rho)
-        kernel, rho = kernel.astype(dtype), rho.astype(dtype)
-        x = inputs.astype(dtype)
-        angular = basis.angular.astype(dtype)
-
-        paths = coupling_paths(l1max, p2n, l2max, p3n, l3max)
-        blocks: dict[int, Array] = {}  # ℓ₃ → (E, P₃, 2ℓ₃+1, F)
-        for b in range(l2max + 1):
-            # Slice before the gather: the backward pass then pads an (N, …) array, not (E, …).
-            x_b = x[:, :, _block(b), :][src_idx]  # (E, P, 2b+1, F)
-            for c in range(l3max + 1):
-                here = [p for p in paths if (p.l2, p.l3) == (b, c)]
-                if not here:
-                    continue
-                ls = sorted({p.l1 for p in here})
-                allowed = np.zeros((len(ls), p2n, p3n))
-                for p in here:
-                    allowed[ls.index(p.l1), p.q, p.r] = 1.0
-                t = jnp.stack([coupling_table(angular, a, b, c) for a in ls], axis=1)  # (E, A, 2b+1, 2c+1)
-                w = kernel[0, np.asarray(ls), :, b, :, c] * jnp.asarray(allowed, dtype)[..., None]  # (A, P, P₃, F)
-                z = jnp.einsum("eajk,eqjf->eaqkf", t, x_b)
-                term = jnp.einsum("eaqkf,aqrf,eaf->erkf", z, w, rho[:, np.asarray(ls), :])
-                blocks[c] = blocks[c] + term if c in blocks else term
-        e = src_idx.shape[0]
-        out = jnp.concatenate(
-            [blocks.get(c, jnp.zeros((e, p3n, 2 * c + 1, features), dtype)) for c in range(l3max + 1)], axis=-2
+        filter_weights = RadialFilter(basis.radial.shape[-1], features, l1max, name="filter")()
+        kernel = _Kernel((1, l1max + 1, p2n, l2max + 1, p3n, l3max + 1, features),
+                         init=e3x.nn.initializers.tensor_lecun_normal(), name="tensor")()
+        dtype = self.dtype or jnp.result_type(inputs, filter_weights)
+        return aggregate_messages(
+            inputs.astype(dtype), basis.radial.astype(dtype), basis.angular.astype(dtype), dst_idx, src_idx,
+            edge_gate, num_segments, filter_weights.astype(dtype), kernel.astype(dtype), p3n, l3max,
         )
-        if edge_gate is not None:
-            out = out * edge_gate.astype(dtype)[:, None, None, None]
-        return jax.ops.segment_sum(out, dst_idx, num_segments)

@@ -33,6 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Bool, Float, Integer
 
+from efa_calc.nn.dense import Dense
 from efa_calc.nn.long_range import LongRangeConfig, register
 from efa_calc.nn.long_range.efa import pair_j0, pair_layout
 
@@ -114,7 +115,7 @@ class AllToAllAttention(nn.Module):
         scalars = x[:, 0, 0, :]
         q = nn.Dense(f_qk, dtype=dtype, name="query")(scalars).reshape(n, h, f_qk // h)
         k = nn.Dense(f_qk, dtype=dtype, name="key")(scalars).reshape(n, h, f_qk // h)
-        v = e3x.nn.Dense(f_v, dtype=dtype, name="value")(x)  # (N, P, D, F_v)
+        v = Dense(f_v, dtype=dtype, name="value")(x)  # (N, P, D, F_v)
 
         g, s, same = pair_layout(n, batch_segments, num_graphs, nodes_per_graph)
         q, k = q.reshape(g, s, h, -1), k.reshape(g, s, h, -1)

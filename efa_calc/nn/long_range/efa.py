@@ -42,6 +42,7 @@ import numpy as np
 from jaxtyping import Array, Bool, Float, Integer
 
 from efa_calc.nn import erope
+from efa_calc.nn.dense import Dense
 from efa_calc.nn.lebedev import lebedev_grid
 from efa_calc.nn.long_range import LongRangeConfig, register
 
@@ -367,9 +368,9 @@ class EuclideanFastAttention(nn.Module):
         cfg = self.config
         f_qk = cfg.qk_features or x.shape[-1]
         f_v = cfg.v_features or x.shape[-1]
-        q = e3x.nn.Dense(f_qk, dtype=x.dtype, name="query")(x)
-        k = e3x.nn.Dense(f_qk, dtype=x.dtype, name="key")(x)
-        v = e3x.nn.Dense(f_v, dtype=x.dtype, name="value")(x)
+        q = Dense(f_qk, dtype=x.dtype, name="query")(x)
+        k = Dense(f_qk, dtype=x.dtype, name="key")(x)
+        v = Dense(f_v, dtype=x.dtype, name="value")(x)
         if cfg.activation == "gelu":
             q, k = e3x.nn.gelu(q), e3x.nn.gelu(k)
 
