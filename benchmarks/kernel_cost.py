@@ -15,7 +15,10 @@ Cases (float32, the calculator's padded shapes):
 Also prints the largest HLO instructions and a breakdown of output bytes by model layer
 (forward / backward), which is where to look next.
 
-    python benchmarks/kernel_cost.py [--large 4000] [--top 10]
+    python benchmarks/kernel_cost.py [--large 4000] [--top 10] [--profile DIR]
+
+``--profile DIR`` also records 200 warm C9H4 calls with ``jax.profiler`` (open DIR in
+TensorBoard's profile plugin or Perfetto) to see where the wall time of the calls goes.
 
 Writes ``benchmarks/results/kernel_cost.json``.
 """
@@ -92,12 +95,27 @@ def cost(fn, args, static) -> dict:
     }
 
 
-def molecule_case(model: str, atoms) -> dict:
+def molecule_batch(model: str, atoms):
+    """(Potential, padded batch, slots) as the calculator builds them."""
     ckpt = load_checkpoint(resolve_model(model))
     pot = Potential(ckpt, "float32")
     dst, src = neighbor_pairs(atoms.positions, ckpt.config.cutoff)
     s = node_bucket(len(atoms))
-    b = pad_graphs([atoms.numbers], [atoms.positions], [(dst, src)], s, edge_bucket(len(dst)), dtype=np.float32)
+    return pot, pad_graphs([atoms.numbers], [atoms.positions], [(dst, src)], s, edge_bucket(len(dst)),
+                           dtype=np.float32), s
+
+
+def profile(directory: str, calls: int = 200) -> None:
+    pot, b, s = molecule_batch("cumulene-efa", cumulene(9, 30.0))
+    pot(b, s)
+    with jax.profiler.trace(directory):
+        for _ in range(calls):
+            pot(b, s)
+    print(f"profile of {calls} C9H4 calls written to {directory}")
+
+
+def molecule_case(model: str, atoms) -> dict:
+    pot, b, s = molecule_batch(model, atoms)
     return {"atoms": len(atoms), "atom_slots": s, "pair_slots": int(len(b.dst_idx)),
             **cost(pot._fn, (pot._params, b), s)}
 
@@ -122,7 +140,10 @@ def main(argv=None):
     ap.add_argument("--large", type=int, default=4000, help="atoms of the SN2-hyperparameter cluster (0: skip)")
     ap.add_argument("--top", type=int, default=8, help="layers to list per case")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "kernel_cost.json"))
+    ap.add_argument("--profile", metavar="DIR", help="also record a jax.profiler trace of C9H4 calls")
     args = ap.parse_args(argv)
+    if args.profile:
+        profile(args.profile)
     cases = {
         "cumulene-efa C9H4": lambda: molecule_case("cumulene-efa", cumulene(9, 30.0)),
         "sn2-efa complex": lambda: molecule_case("sn2-efa", sn2_complex("F", "Cl", 3.0, 1.8)),

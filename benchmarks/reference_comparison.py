@@ -120,6 +120,7 @@ def efa_calc_calculator(ckpt, z, r0):
 
     def call(z, r):
         atoms.positions = r
+        atoms.calc.reset()  # ASE would return cached results for unchanged positions
         return atoms.get_potential_energy(), atoms.get_forces()
 
     return call
