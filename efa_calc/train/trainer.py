@@ -226,13 +226,6 @@ class Trainer:
                 "ema": jax.device_put(ema, self._replicated), "history": meta["history"], "best": meta["best"]}
 
     # ------------------------------------------------------------------ loop
-    def batch_at(self, step: int) -> TrainingBatch:
-        epoch, k = divmod(step, len(self.train_sampler))
-        it = self.train_sampler.epoch(epoch)
-        for _ in range(k):
-            next(it)
-        return next(it)
-
     def _batches_from(self, step: int):
         epoch, k = divmod(step, len(self.train_sampler))
         while True:
