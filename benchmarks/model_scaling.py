@@ -20,9 +20,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -88,12 +90,41 @@ def single(n: int, local: bool, repeats: int = 3) -> dict:
             "neighbor_list_s": t_nl, "peak_rss_GiB": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}
 
 
+def _total_memory_gib() -> float:
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+
+
+def run_with_memory_limit(cmd: list[str], max_rss_gib: float) -> tuple[int, str, str, float]:
+    """Run ``cmd``; kill it (return code −9) when its resident memory passes ``max_rss_gib``
+    rather than let the kernel's OOM killer pick a victim.  Returns (code, stdout, stderr, peak GiB)."""
+    peak = 0.0
+    with tempfile.TemporaryFile("w+") as fo, tempfile.TemporaryFile("w+") as fe:
+        p = subprocess.Popen(cmd, stdout=fo, stderr=fe, text=True)
+        while p.poll() is None:
+            try:
+                with open(f"/proc/{p.pid}/status") as f:
+                    rss = next(int(line.split()[1]) for line in f if line.startswith("VmRSS")) / 2**20
+            except (OSError, StopIteration):
+                rss = 0.0
+            peak = max(peak, rss)
+            if rss > max_rss_gib:
+                p.kill()
+                p.wait()
+                break
+            time.sleep(0.2)
+        fo.seek(0)
+        fe.seek(0)
+        return p.returncode, fo.read(), fe.read(), peak
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", type=int, nargs="+", default=[250, 500, 1000, 2000, 4000, 8000, 16000, 32000])
     ap.add_argument("--out", help="JSON output (default benchmarks/results/model_scaling_{efa,local}.json)")
     ap.add_argument("--local", action="store_true", help="the local control model (no EFA, F=162)")
     ap.add_argument("--repeats", type=int, default=3, help="timed calls per size after the compiling one (best of)")
+    ap.add_argument("--max-rss-gib", type=float, default=0.9 * _total_memory_gib(),
+                    help="stop a size whose resident memory passes this (default 90%% of this machine's memory)")
     ap.add_argument("--single", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.single:
@@ -102,14 +133,17 @@ def main(argv=None):
     print(f"model: {'SN2 local MPNN (F=162)' if args.local else 'SN2 EFA + MPNN (F=128)'}, 2 iterations, 5 Å cutoff, float32, "
           "energy + forces, best of 3 after compile")
     print(f"{'atoms':>6s} {'pairs':>9s} {'time (s)':>9s} {'ms/atom':>8s} {'peak RSS (GiB)':>15s} {'nbr list (ms)':>14s}")
-    rows = []
+    rows, summary_fail = [], None
     for n in args.sizes:
         cmd = [sys.executable, __file__, "--single", str(n), "--repeats", str(args.repeats)] + (["--local"] if args.local else [])
-        r = subprocess.run(cmd, capture_output=True, text=True)
-        if r.returncode != 0:
-            print(f"{n:6d}  failed: {r.stderr.strip().splitlines()[-1] if r.stderr.strip() else r.returncode}")
+        code, out, err, peak = run_with_memory_limit(cmd, args.max_rss_gib)
+        if code != 0:
+            why = (f"stopped at {peak:.1f} GiB resident (--max-rss-gib {args.max_rss_gib:g})" if code == -9
+                   else (err.strip().splitlines() or [str(code)])[-1])
+            print(f"{n:6d}  does not fit: {why}")
+            summary_fail = {"atoms": n, "reason": why}
             break
-        row = json.loads(r.stdout.strip().splitlines()[-1])
+        row = json.loads(out.strip().splitlines()[-1])
         rows.append(row)
         print(f"{row['atoms']:6d} {row['pairs']:9d} {row['seconds']:9.3f} {1e3 * row['seconds'] / n:8.2f} "
               f"{row['peak_rss_GiB']:15.2f} {1e3 * row['neighbor_list_s']:14.1f}", flush=True)
@@ -128,6 +162,8 @@ def main(argv=None):
               f"{summary['marginal_MiB_per_atom']:.2f} MiB per atom")
     if rows:
         summary["largest_N_run"] = rows[-1]["atoms"]
+    if summary_fail:
+        summary["first_N_not_fitting"] = summary_fail
     out = Path(args.out or Path(__file__).resolve().parent / "results" / f"model_scaling_{'local' if args.local else 'efa'}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"rows": rows, **summary}, indent=1))
