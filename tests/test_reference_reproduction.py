@@ -10,7 +10,10 @@ from efa_calc import EFACalculator
 
 MODELS = ["cumulene_efa", "cumulene_local", "sn2_efa", "sn2_local_rcut10", "sn2_local_rcut5",
           "cluster16_efa", "cluster16_local_T2"]
-TOL = {"float64": (1e-6, 1e-5), "float32": (1e-4, 1e-3)}
+# float64: the reference code's own numbers are reproduced to ≤ 8e-14 eV and eV/Å (measured on
+# all seven checkpoints); 1e-11 leaves room for another CPU's vectorisation while catching any
+# kernel change that is not exact (the acceptance bound of ../shared/reference is 1e-6 / 1e-5).
+TOL = {"float64": (1e-11, 1e-11), "float32": (1e-4, 1e-3)}
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
