@@ -52,7 +52,7 @@ from efa_calc.checkpoint import Checkpoint
 from efa_calc.envelope import DISTANCE_MARGIN, PHYSICAL_MIN_DISTANCE_A
 from efa_calc.nn.energy_model import Batch, atomic_energies
 
-__all__ = ["JaxMD", "ChunkResult", "FLAGS", "THERMOSTATS", "dense_pairs", "flag_names"]
+__all__ = ["JaxMD", "ChunkResult", "FLAGS", "THERMOSTATS", "dense_pairs", "flag_names", "clear_compiled"]
 
 #: Thermostats of the jax engine (jax-md's ``temp_csvr`` Bussi thermostat is not offered:
 #: it draws its two noise terms from the same PRNG key).
@@ -117,6 +117,15 @@ class ChunkResult(NamedTuple):
     seen: np.ndarray
     stop: dict | None
     epot: np.ndarray
+
+
+#: static key of a JaxMD -> {("chunk"|"force", ...): jitted function}
+_COMPILED: dict = {}
+
+
+def clear_compiled() -> None:
+    """Forget every compiled chunk and force function (frees their executables)."""
+    _COMPILED.clear()
 
 
 @dataclasses.dataclass
@@ -185,7 +194,15 @@ class JaxMD:
         self.growths = 0
         with jax.enable_x64(self.x64):
             self.params = jax.tree_util.tree_map(lambda a: jnp.asarray(a, self.np_dtype), checkpoint.params)
-        self._chunk_fns: dict = {}
+        # compiled functions are shared process-wide by every JaxMD of the same molecule,
+        # model architecture and integrator (parameters are arguments, not constants)
+        self._chunk_fns = _COMPILED.setdefault(self._static_key(), {})
+
+    def _static_key(self) -> tuple:
+        st = self.static
+        return (self.config, self.numbers.tobytes(), self.masses.tobytes(), self.ensemble, self.thermostat, self.dt,
+                self.kT, self.gamma, self.tau, self.dtype, self.max_length, self.check_envelope,
+                st.pair_threshold.tobytes(), st.neighbor_bound.tobytes(), st.energy_bounds)
 
     # ------------------------------------------------------------------ model
     def _static(self, envelope) -> _Static:
@@ -219,36 +236,40 @@ class JaxMD:
                       jnp.ones(n, bool), jnp.ones(1, bool))
         return jnp.sum(atomic_energies(params, self.config, batch, n))
 
-    def _simulator(self, params, capacity: int, tap: dict | None = None):
-        """jax-md's ``(init, apply)``.  With ``tap``, the force function is
-        ``−∇E`` by ``value_and_grad`` and leaves the energy of its last call in
-        ``tap["energy"]`` (read it in the same trace, right after ``apply``): the step's
-        potential energy comes free with its forces instead of a second forward pass."""
+    def force_and_energy(self, capacity: int):
+        """The jitted ``(params, positions (N, 3) Å) -> (forces eV/Å, model energy eV)`` at
+        ``capacity`` pair slots (one trace per capacity, reused by every chunk)."""
+        key = ("force", capacity)
+        if key not in self._chunk_fns:
+            def md_force(params, positions):
+                e, g = jax.value_and_grad(self.model_energy, argnums=1)(params, positions, capacity)
+                return -g, e
+
+            self._chunk_fns[key] = jax.jit(md_force)
+        return self._chunk_fns[key]
+
+    def _simulator(self, params, capacity: int, tap: dict):
+        """jax-md's ``apply`` (one step of one replica).  Its force function leaves the energy
+        of its last call in ``tap["energy"]`` (read it in the same trace, right after
+        ``apply``): the step's potential energy comes with its forces, not from a second
+        forward pass."""
         from jax_md import simulate, space
 
         _, shift_fn = space.free()
-        energy_fn = functools.partial(self._energy_kw, params, capacity)
-        if tap is not None:
-            model_fn = energy_fn
+        fe = self.force_and_energy(capacity)
 
-            def force_fn(positions, **unused):
-                e, g = jax.value_and_grad(model_fn)(positions)
-                tap["energy"] = e
-                return -g
+        def force_fn(positions, **unused):
+            f, e = fe(params, positions)
+            tap["energy"] = e
+            return f  # jax-md's canonicalize_force sees an (N, 3) output: a force
 
-            energy_fn = force_fn  # jax-md's canonicalize_force sees an (N, 3) output: a force
         if self.ensemble == "nve":
-            init, apply = simulate.nve(energy_fn, shift_fn, self.dt)
-            return (lambda key, R, p: init(key, R, 0.0, mass=self.masses_j, momenta=p)), apply
-        if self.thermostat == "langevin":
-            init, apply = simulate.nvt_langevin(energy_fn, shift_fn, self.dt, self.kT, gamma=self.gamma)
+            _, apply = simulate.nve(force_fn, shift_fn, self.dt)
+        elif self.thermostat == "langevin":
+            _, apply = simulate.nvt_langevin(force_fn, shift_fn, self.dt, self.kT, gamma=self.gamma)
         else:
-            init, apply = simulate.nvt_nose_hoover(energy_fn, shift_fn, self.dt, self.kT, chain_length=3,
-                                                   tau=self.tau)
-        return (lambda key, R, p: init(key, R, mass=self.masses_j, momenta=p)), apply
-
-    def _energy_kw(self, params, capacity, positions, **unused):
-        return self.model_energy(params, positions, capacity)
+            _, apply = simulate.nvt_nose_hoover(force_fn, shift_fn, self.dt, self.kT, chain_length=3, tau=self.tau)
+        return getattr(apply, "__wrapped__", apply)  # jax-md jits it: trace it inline, so the tap is ours
 
     @property
     def masses_j(self):
@@ -270,34 +291,40 @@ class JaxMD:
           seeds: (R,) ints for the Langevin noise (default 0…R−1), or (R, 2) uint32 PRNG keys.
           thermostat_state: saved arrays from :meth:`thermostat_arrays` (resume).
         """
-        positions = np.asarray(positions, np.float64)
-        momenta = np.asarray(momenta, np.float64)
+        # copies: jax may alias host memory on the CPU, and callers (ASE) move atoms in place
+        positions = np.array(positions, np.float64, copy=True)
+        momenta = np.array(momenta, np.float64, copy=True)
         r = positions.shape[0]
+        count = self.pair_count(positions)
         if self.capacity is None:
-            self.capacity = edge_bucket(self.pair_count(positions), headroom=1.25)
+            self.capacity = edge_bucket(count, headroom=1.25)
+        if self.capacity < count:  # the starting forces are never computed with a truncated list
+            self.capacity = edge_bucket(count, headroom=1.25)
         seeds = np.arange(r) if seeds is None else np.asarray(seeds)
+        from jax_md import simulate
+
         with jax.enable_x64(self.x64):
-            if seeds.ndim == 2:
-                keys = jnp.asarray(seeds, jnp.uint32)
+            dt = self.np_dtype
+            pos = jnp.asarray(positions, dt)
+            mom = jnp.asarray(momenta, dt)
+            force = jnp.zeros_like(pos)  # computed at the start of every chunk
+            mass = jnp.broadcast_to(jnp.asarray(self.masses, dt)[:, None], (r, self.n, 1))
+            if self.ensemble == "nve":
+                state = simulate.NVEState(pos, mom, force, mass)
+            elif self.thermostat == "langevin":
+                if seeds.ndim == 2:
+                    keys = jnp.asarray(seeds, jnp.uint32)
+                else:
+                    keys = jnp.stack([jax.random.PRNGKey(int(s)) for s in seeds])
+                state = simulate.NVTLangevinState(pos, mom, force, mass, keys)
             else:
-                keys = jnp.stack([jax.random.PRNGKey(int(s)) for s in seeds])
-            state = self._init_fn(self.capacity)(self.params, keys, jnp.asarray(positions, self.np_dtype),
-                                                 jnp.asarray(momenta, self.np_dtype))
+                chain = simulate.nose_hoover_chain(self.dt, 3, 2, 3, self.tau)
+                ke = jnp.sum(mom ** 2 / (2 * mass), axis=(1, 2))
+                chains = jax.vmap(lambda k: chain.initialize(3 * self.n, k, self.kT))(ke)
+                state = simulate.NVTNoseHooverState(pos, mom, force, mass, chains)
             if thermostat_state:
                 state = self._restore(state, thermostat_state)
         return state
-
-    def _init_fn(self, capacity):
-        key = ("init", capacity)
-        if key not in self._chunk_fns:
-            def md_init(params, keys, positions, momenta):
-                init, _ = self._simulator(params, capacity)
-                state = jax.vmap(init)(keys, positions, momenta)
-                if self.ensemble == "nvt" and self.thermostat == "langevin":
-                    state = state.set(rng=keys)  # the noise stream starts at the replica's key
-                return state
-            self._chunk_fns[key] = jax.jit(md_init)
-        return self._chunk_fns[key]
 
     def thermostat_arrays(self, state) -> dict:
         """Thermostat state to save (numpy): Langevin ``rng`` (R, 2) uint32, Nosé–Hoover
@@ -384,11 +411,13 @@ class JaxMD:
                    "extent_A": extent, "min_distance_A": dmin}
             return obs, bits.astype(jnp.int32), count
 
-        def md_chunk(params, state, epot0, n_steps, limits, stop_mask):
+        def md_chunk(params, state, n_steps, limits, stop_mask):
             tap: dict = {}
-            _, apply = self._simulator(params, capacity, tap)
-            apply = getattr(apply, "__wrapped__", apply)  # jax-md jits it: trace it inline, so the tap is ours
-            r = epot0.shape[0]
+            apply = self._simulator(params, capacity, tap)
+            r = state.position.shape[0]
+            # forces (and energies) of the starting state: states carry none between chunks
+            force, epot0 = jax.vmap(self.force_and_energy(capacity), in_axes=(None, 0))(params, state.position)
+            state = state.set(force=force)
 
             def replica(state):
                 new = apply(state)
@@ -435,7 +464,7 @@ class JaxMD:
                        "epot": epot, "ekin": ekin, "econs": econs}
                 return carry, out
 
-            dtype = epot0.dtype
+            dtype = state.position.dtype
             stop0 = {"step": jnp.int32(0), "flags": jnp.zeros(r, jnp.int32), "temperature_K": jnp.zeros(r, dtype),
                      "fmax_eV_A": jnp.zeros(r, dtype), "extent_A": jnp.zeros(r, dtype),
                      "min_distance_A": jnp.zeros(r, dtype), "positions": jnp.zeros_like(state.position),
@@ -449,9 +478,10 @@ class JaxMD:
         return md_chunk
 
     def energies(self, state) -> np.ndarray:
-        """Potential energies (R,) in eV (with the shift) of a state (one extra call, host)."""
+        """Potential energies (R,) in eV (with the shift) of a state (a separate XLA call)."""
         with jax.enable_x64(self.x64):
-            e = self._energy_fn()(self.params, state.position)
+            fe = jax.vmap(self.force_and_energy(self.capacity), in_axes=(None, 0))
+            _, e = fe(self.params, state.position)
         return np.asarray(e, np.float64) + self.shift
 
     def conserved_energies(self, state, epot) -> np.ndarray:
@@ -469,15 +499,8 @@ class JaxMD:
                                                                                             state.mass)
         return np.asarray(out, np.float64) + self.shift
 
-    def _energy_fn(self):
-        key = ("energy", self.capacity)
-        if key not in self._chunk_fns:
-            cap = self.capacity
-            self._chunk_fns[key] = jax.jit(jax.vmap(lambda p, r: self.model_energy(p, r, cap), in_axes=(None, 0)))
-        return self._chunk_fns[key]
-
     def run_chunk(self, state, length: int, n_steps: int | None = None, t_limit: float = math.inf,
-                  f_limit: float = math.inf, stop_flags: int | None = None, epot=None,
+                  f_limit: float = math.inf, stop_flags: int | None = None,
                   interval: int | None = None) -> ChunkResult:
         """Advance ``state`` by up to ``n_steps`` (default ``length``) steps in one XLA call of
         the ``length``-step chunk (shorter runs reuse the same compiled chunk).
@@ -485,17 +508,15 @@ class JaxMD:
         Args:
           t_limit: temperature guard in K; f_limit: force guard in eV/Å.
           stop_flags: the :data:`FLAGS` bits that stop the run (default: all).
-          epot: (R,) model energies of ``state`` in eV with shift (default: computed).
           interval: steps per record (default ``self.interval``).
         """
         n_steps = length if n_steps is None else int(n_steps)
         stop_flags = sum(FLAGS.values()) if stop_flags is None else int(stop_flags)
         with jax.enable_x64(self.x64):
-            e0 = (self.energies(state) if epot is None else np.asarray(epot)) - self.shift
             fn = self.chunk_fn(length, interval)
             limits = jnp.asarray([t_limit, f_limit], self.np_dtype)
-            state2, epot2, k, stopped, overflow, seen, stop, recs = fn(self.params, state, jnp.asarray(e0, self.np_dtype),
-                                                                jnp.int32(n_steps), limits, jnp.int32(stop_flags))
+            state2, epot2, k, stopped, overflow, seen, stop, recs = fn(self.params, state, jnp.int32(n_steps), limits,
+                                                                       jnp.int32(stop_flags))
             k, stopped, overflow = int(k), bool(stopped), bool(overflow)
             recs = {key: np.asarray(v) for key, v in recs.items()}
             for key in ("epot", "econs"):
@@ -509,10 +530,12 @@ class JaxMD:
         return ChunkResult(state2, k, overflow, recs, np.asarray(seen), stop_info, epot2)
 
     def cost_analysis(self, state, length: int) -> dict:
-        """XLA's cost analysis (``flops``, ``bytes accessed``) of the compiled chunk."""
+        """XLA's cost analysis (``flops``, ``bytes accessed``) of the compiled chunk.
+
+        XLA counts a loop body once: the numbers are those of one step of every replica
+        (plus the chunk's one starting force call)."""
         with jax.enable_x64(self.x64):
-            e0 = jnp.zeros(state.position.shape[0], self.np_dtype)
-            lowered = self.chunk_fn(length).lower(self.params, state, e0, jnp.int32(length),
+            lowered = self.chunk_fn(length).lower(self.params, state, jnp.int32(length),
                                                   jnp.asarray([1e9, 1e9], self.np_dtype), jnp.int32(0))
             cost = lowered.compile().cost_analysis()
         if isinstance(cost, list):

@@ -228,17 +228,16 @@ def run(ctx: RunContext, atoms: Atoms, calc, ensemble: str, *, write_every: int 
     if capacity is not None and md.capacity is None:
         md.capacity = capacity
     state = md.init(positions, momenta, seeds=keys, thermostat_state=thermo)
-    epot = md.energies(state)
     for folder in folders:
         if not (folder / "log.csv").exists():
             write_log(folder / "log.csv", [], columns)
     dof = 3 * n
-    if start == 0:
-        recs = {"positions": np.asarray(state.position)[None], "momenta": np.asarray(state.momentum)[None],
-                "forces": np.asarray(state.force)[None], "epot": epot[None],
-                "ekin": np.sum(momenta ** 2 / (2 * atoms.get_masses()[None, :, None]), axis=(1, 2))[None]}
-        if "econs_eV" in columns:
-            recs["econs"] = md.conserved_energies(state, epot)[None]
+    if start == 0:  # step 0: the calculator's energy and forces of the (common) starting structure
+        epot0 = np.full(replicas, calc.results["energy"])
+        ekin0 = np.sum(momenta ** 2 / (2 * atoms.get_masses()[None, :, None]), axis=(1, 2))
+        recs = {"positions": positions[None], "momenta": momenta[None],
+                "forces": np.broadcast_to(calc.results["forces"], positions.shape)[None], "epot": epot0[None],
+                "ekin": ekin0[None], "econs": (epot0 + ekin0)[None]}  # a Nosé–Hoover chain starts at rest
         _write(folders, symbols, dt_fs, recs, 1, -1, 1, write_every, log_every, columns, dof)
         _save_state(ctx, md, state, 0, numbers, replicas)
     ekin0 = np.sum(np.asarray(state.momentum, np.float64) ** 2 / (2 * np.asarray(state.mass, np.float64)), axis=(1, 2))
@@ -258,7 +257,7 @@ def run(ctx: RunContext, atoms: Atoms, calc, ensemble: str, *, write_every: int 
         k_int = interval if step % interval == 0 else 1
         length = chunk if k_int == interval else 1
         todo = min(length, steps - step)
-        out = md.run_chunk(state, length, todo, t_limit, force_limit_eV_A, stop_flags, epot, interval=k_int)
+        out = md.run_chunk(state, length, todo, t_limit, force_limit_eV_A, stop_flags, interval=k_int)
         if out.overflow:
             old = md.capacity
             md.grow()
@@ -267,7 +266,7 @@ def run(ctx: RunContext, atoms: Atoms, calc, ensemble: str, *, write_every: int 
             continue  # the overflowed chunk is discarded: redo it from the same state
         _write(folders, symbols, dt_fs, out.records, out.steps_done // k_int, step, k_int, write_every, log_every,
                columns, dof)
-        state, epot = out.state, out.epot
+        state = out.state
         if out.stop is not None:
             stop_reason = _stop_message(out.stop, step, md, calc, numbers, mode, t_limit, force_limit_eV_A,
                                         stop_flags, replicas)
