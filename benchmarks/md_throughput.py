@@ -30,6 +30,7 @@ Units: steps/s, GFLOP/s, s, eV/atom/ps, meV/atom.
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import json
 import os
 import platform
@@ -149,6 +150,34 @@ def drift(atoms, calc, steps: int) -> dict:
     return out
 
 
+def plot(rows: list[dict], path: Path) -> None:
+    """Total steps/s (log scale) against replicas, one line per system and dtype, the ASE
+    engine as a dashed level."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    keys = sorted({(r["system"], r["dtype"]) for r in rows})
+    for i, (system, dtype) in enumerate(keys):
+        jax_rows = sorted((r for r in rows if (r["system"], r["dtype"]) == (system, dtype) and r["engine"] == "jax"),
+                          key=lambda r: r["replicas"])
+        ase = [r for r in rows if (r["system"], r["dtype"]) == (system, dtype) and r["engine"] == "ase"]
+        if jax_rows:
+            ax.plot([r["replicas"] for r in jax_rows], [r["replica_steps_per_s"] for r in jax_rows], "o-", color=f"C{i}",
+                    label=f"{system} {dtype} jax")
+        if ase:
+            ax.axhline(ase[0]["steps_per_s"], color=f"C{i}", ls="--", lw=1, label=f"{system} {dtype} ASE")
+    ax.set(xscale="log", yscale="log", xlabel="replicas per call", ylabel="MD steps/s (all replicas)",
+           title="MD throughput: ASE engine vs jax engine")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="sanity run: replicas 1 and 8, short chunks, 300 drift steps")
@@ -162,6 +191,7 @@ def main(argv=None) -> int:
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--drift-steps", type=int, default=10_000)
     p.add_argument("--no-drift", action="store_true")
+    p.add_argument("--only-drift", action="store_true", help="only the C9H4 drift comparison")
     p.add_argument("--out", default=str(Path(__file__).resolve().parent / "results" / "md_throughput.json"))
     args = p.parse_args(argv)
     replicas = [int(r) for r in args.replicas.split(",")]
@@ -175,6 +205,11 @@ def main(argv=None) -> int:
     for system in args.systems.split(","):
         for dtype in args.dtypes.split(","):
             atoms, calc = start(system, dtype)
+            if args.only_drift:
+                if system == "C9H4":
+                    drifts[dtype] = drift(atoms, calc, args.drift_steps)
+                    print(f"drift {dtype}: {json.dumps(drifts[dtype])}", flush=True)
+                continue
             ase = bench_ase(atoms, calc, args.ase_steps, args.repeats)
             rows.append({"system": system, "dtype": dtype, "engine": "ase", "replicas": 1, **ase})
             print(f"{system} {dtype} ase: {ase['steps_per_s']:.1f} steps/s", flush=True)
@@ -206,11 +241,14 @@ def main(argv=None) -> int:
                         "replica_steps_per_s": "MD steps per second summed over replicas",
                         "gflop_per_s": "1e9 floating-point operations per second (XLA cost_analysis)",
                         "drift_eV_per_atom_per_ps": "eV/atom/ps", "max_energy_deviation_meV_per_atom": "meV/atom"},
-              "versions": {m: __import__(m).__version__ for m in ("jax", "jax_md", "ase", "numpy")}}
+              "versions": {m: importlib.metadata.version(m) for m in ("jax", "jax-md", "ase", "numpy", "e3x")}}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1))
     print(f"\nwrote {out}")
+    if rows:
+        plot(rows, out.with_suffix(".png"))
+        print(f"wrote {out.with_suffix('.png')}")
     return 0
 
 

@@ -12,8 +12,13 @@ advances R independent replicas of it by a chunk of steps in **one** jitted call
 The potential is a pure function of positions: the model's pair list is built on the
 device at every force call by a dense masked search (all N² distances, the pairs within
 the cutoff compacted into ``capacity`` slots).  For the small molecules this engine is for
-(C9H4: 13 atoms, 80 pairs) the N² search is ~10³ flops against ~10⁷ for the model, so it
-is rebuilt at every step and needs no skin.  A step whose pair count exceeds the capacity
+(C9H4: 13 atoms, 80 pairs) the N² search is ~10³ flops against ~3·10⁷ for the model, so it
+is rebuilt at every step and needs no skin: a skin would only add pair slots, and every
+pair slot costs the model a full tensor product.  (Measured as standalone jitted calls on
+this 2-core CPU, the dense build and jax-md's ``partition.neighbor_list(...).update`` both
+take 50–70 µs, all of it dispatch: inside the chunk either is < 1 % of a step.)  Under
+``vmap`` the force function evaluates all replicas as one flat batch of R graphs, the
+model's native layout (a custom batching rule, :meth:`JaxMD.force_and_energy`).  A step whose pair count exceeds the capacity
 sets the overflow flag; the chunk must then be discarded and redone from its starting
 state with a larger capacity (:meth:`JaxMD.grow`, one new compilation).
 
@@ -40,6 +45,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import warnings
 from typing import Any, NamedTuple
 
 import jax
@@ -230,20 +236,52 @@ class JaxMD:
 
     def model_energy(self, params, positions, capacity: int):
         """Model energy (eV, without the shift) of one structure (N, 3) Å; pairs built on the device."""
-        dst, src, edge_mask, _ = dense_pairs(positions, self.cutoff, capacity)
-        n = self.n
-        batch = Batch(jnp.asarray(self.numbers), positions, dst, src, edge_mask, jnp.zeros(n, jnp.int32),
-                      jnp.ones(n, bool), jnp.ones(1, bool))
-        return jnp.sum(atomic_energies(params, self.config, batch, n))
+        return self.model_energies(params, positions[None], capacity)[0]
+
+    def model_energies(self, params, positions, capacity: int):
+        """Model energies (R,) in eV (without the shift) of R structures (R, N, 3) Å, evaluated
+        as one flat batch of R graphs (the model's native layout; each graph has its own
+        ``capacity`` pair slots built on the device)."""
+        r, n = positions.shape[0], self.n
+        dst, src, edge_mask, _ = jax.vmap(lambda x: dense_pairs(x, self.cutoff, capacity))(positions)
+        offset = (jnp.arange(r, dtype=jnp.int32) * n)[:, None]
+        batch = Batch(jnp.tile(jnp.asarray(self.numbers), r), positions.reshape(r * n, 3),
+                      (dst + offset).reshape(-1), (src + offset).reshape(-1), edge_mask.reshape(-1),
+                      jnp.repeat(jnp.arange(r, dtype=jnp.int32), n), jnp.ones(r * n, bool), jnp.ones(r, bool))
+        e_i = atomic_energies(params, self.config, batch, n)
+        return jnp.sum(e_i.reshape(r, n), axis=1)
 
     def force_and_energy(self, capacity: int):
         """The jitted ``(params, positions (N, 3) Å) -> (forces eV/Å, model energy eV)`` at
-        ``capacity`` pair slots (one trace per capacity, reused by every chunk)."""
+        ``capacity`` pair slots (one trace per capacity, reused by every chunk).
+
+        Under ``vmap`` (replicas) it does not batch the model op by op: its batching rule
+        evaluates all replicas as one flat batch of graphs (:meth:`model_energies`), which
+        measured 10–20 % faster than the vmapped model on CPU."""
         key = ("force", capacity)
         if key not in self._chunk_fns:
-            def md_force(params, positions):
-                e, g = jax.value_and_grad(self.model_energy, argnums=1)(params, positions, capacity)
+            from jax.custom_batching import custom_vmap
+
+            def batched(params, positions):  # (R, N, 3) -> (R, N, 3) forces, (R,) energies
+                def total(x):
+                    e = self.model_energies(params, x, capacity)
+                    return jnp.sum(e), e
+
+                (_, e), g = jax.value_and_grad(total, has_aux=True)(positions)
                 return -g, e
+
+            @custom_vmap
+            def md_force(params, positions):
+                f, e = batched(params, positions[None])
+                return f[0], e[0]
+
+            @md_force.def_vmap
+            def _rule(axis_size, in_batched, params, positions):
+                if any(jax.tree_util.tree_leaves(in_batched[0])):
+                    raise NotImplementedError("force_and_energy: parameters cannot be batched")
+                if not in_batched[1]:
+                    positions = jnp.broadcast_to(positions, (axis_size,) + positions.shape)
+                return batched(params, positions), (True, True)
 
             self._chunk_fns[key] = jax.jit(md_force)
         return self._chunk_fns[key]
@@ -515,8 +553,10 @@ class JaxMD:
         with jax.enable_x64(self.x64):
             fn = self.chunk_fn(length, interval)
             limits = jnp.asarray([t_limit, f_limit], self.np_dtype)
-            state2, epot2, k, stopped, overflow, seen, stop, recs = fn(self.params, state, jnp.int32(n_steps), limits,
-                                                                       jnp.int32(stop_flags))
+            with warnings.catch_warnings():  # jax-md asks for float64 sums, which float32 runs cannot have
+                warnings.filterwarnings("ignore", message="Explicitly requested dtype float64")
+                state2, epot2, k, stopped, overflow, seen, stop, recs = fn(self.params, state, jnp.int32(n_steps),
+                                                                           limits, jnp.int32(stop_flags))
             k, stopped, overflow = int(k), bool(stopped), bool(overflow)
             recs = {key: np.asarray(v) for key, v in recs.items()}
             for key in ("epot", "econs"):

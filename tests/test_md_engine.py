@@ -143,7 +143,7 @@ def test_guard_stops_at_the_last_good_step_with_a_resumable_state(tmp_path):
         assert max_pair_distance(z["positions"]) <= 20.0  # the saved state is inside the valid range
 
 
-@pytest.mark.parametrize("thermostat", ["langevin", "nose-hoover"])
+@pytest.mark.parametrize("thermostat", ["langevin", pytest.param("nose-hoover", marks=pytest.mark.slow)])
 def test_replicas_resume_gives_the_uninterrupted_run(tmp_path, thermostat):
     """Two replicas of cumulene-nvt: one trajectory and log per replica, different
     trajectories (own velocities and noise), and split + resume equals the straight run."""
@@ -177,3 +177,47 @@ def test_engine_settings_are_checked_before_any_work(tmp_path):
     with pytest.raises(SettingError, match="engine"):
         execute(mod, tmp_path / "c", engine="lammps", progress=False)
     assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.slow
+def test_killed_jax_run_resumes_without_lost_or_duplicated_frames(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    out = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "md_protocols.cli", "run", "cumulene-nvt", "--engine", "jax", "--replicas", "2",
+           "--steps", "400", "--out", str(out), "--quiet"]
+    proc = subprocess.Popen(cmd, cwd=repo, start_new_session=True)
+    log = out / "replica_001" / "log.csv"
+    deadline = time.time() + 900
+    while time.time() < deadline:
+        if log.exists() and len(log.read_text().splitlines()) > 150 and proc.poll() is None:
+            break
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert 150 < len(_log(log)) < 401, "the run was not killed mid-way"
+    r = subprocess.run(cmd + ["--resume"], cwd=repo, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    for rep in ("replica_000", "replica_001"):
+        assert [int(x["step"]) for x in _log(out / rep / "log.csv")] == list(range(401))
+        frames = read(out / rep / "trajectory.extxyz", index=":")
+        assert [f.info["step"] for f in frames] == list(range(401))
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["results"]["replicas"] == 2
+
+
+@pytest.mark.slow
+def test_nose_hoover_conserves_its_extended_energy(tmp_path):
+    s = execute(protocols()["cumulene-nvt"], tmp_path / "nh", engine="jax", thermostat="nose-hoover", steps=1000,
+                dtype="float64", progress=False)
+    rows = _log(tmp_path / "nh" / "log.csv")
+    econs = np.array([float(r["econs_eV"]) for r in rows])
+    temps = np.array([float(r["temperature_K"]) for r in rows])
+    assert s["status"] == "completed" and np.abs(econs - econs[0]).max() < 5e-3
+    assert 150 < temps[200:].mean() < 450
