@@ -113,7 +113,7 @@ def bench_jax(atoms, calc, replicas: int, chunk: int, repeats: int) -> dict:
     flops = per_step * chunk + float(start_cost["flops"])
     return {"steps_per_s": chunk / best, "replica_steps_per_s": replicas * chunk / best, "timed_steps": chunk,
             "gflop_per_s": flops / best / 1e9, "mflop_per_replica_step": per_step / replicas / 1e6,
-            "mb_accessed_per_replica_step": (cost["bytes accessed"] / replicas) / 1e6,
+            "mb_accessed_per_replica_step": (cost["bytes accessed"] - float(start_cost["bytes accessed"])) / replicas / 1e6,
             "compile_and_first_call_s": first - best, "pair_capacity": md.capacity}
 
 
