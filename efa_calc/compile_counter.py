@@ -20,12 +20,14 @@ class CompileCounter:
     def __init__(self):
         self.count = 0
         self.seconds = 0.0
+        self.names: list[str] = []  # the compiled functions' names, in order
         self._active = False
 
     def _listener(self, event: str, duration: float, **kwargs) -> None:
         if self._active and event == _EVENT:
             self.count += 1
             self.seconds += duration
+            self.names.append(str(kwargs.get("fun_name", "")))
 
     def __enter__(self) -> "CompileCounter":
         self._active = True

@@ -89,6 +89,11 @@ SETTINGS: dict[str, Setting] = {
     "temperature_K": Setting(float, "temperature (NVT target; NVE: of the initial Maxwell–Boltzmann velocities)",
                              "K", 0, 10_000, lo_open=True),
     "thermostat": Setting(str, "NVT thermostat", choices=("langevin", "bussi", "nose-hoover")),
+    "engine": Setting(str, "MD engine: ase (ASE's integrators, one step per call; every thermostat) or jax "
+                           "(jax-md inside XLA, many steps and replicas per call; langevin or nose-hoover; "
+                           "needs pip install 'efa-calc[md]')", choices=("ase", "jax")),
+    "replicas": Setting(int, "independent trajectories (own velocities and noise) run together in one batched "
+                             "call; jax engine only; outputs in replica_000/ ...", "", 1, 4096),
     "dtype": Setting(str, "floating-point precision of the model", choices=("float32", "float64")),
     "seed": Setting(int, "random seed (velocities, Langevin noise)", "", 0, 2**32 - 1),
     "extrapolation": Setting(str, "when a structure leaves the model's training envelope: stop (resumable), "
@@ -243,6 +248,11 @@ def validate_settings(module, settings: dict) -> dict:
         if out.get("dihedral") is not None and max(out["dihedral"]) >= len(atoms):
             raise SettingError(f"--dihedral = {','.join(map(str, out['dihedral']))}: indices must be below the "
                                f"{len(atoms)} atoms of {path.name}")
+    if "engine" in out:
+        from md_protocols.dynamics import check_engine
+
+        ensemble = "nvt" if "thermostat" in out else "nve"
+        check_engine(out["engine"], ensemble, out.get("thermostat", "langevin"), int(out.get("replicas", 1)))
     if {"start_deg", "stop_deg"} <= set(out) and out["stop_deg"] < out["start_deg"]:
         raise SettingError(f"--stop-deg = {out['stop_deg']:g} is below --start-deg = {out['start_deg']:g}; "
                            "allowed: stop_deg ≥ start_deg")

@@ -4,12 +4,12 @@ Maxwell–Boltzmann velocities at ``temperature_K``; reports the energy drift (e
 The same outputs, guard and ``--resume`` as ``cumulene-nve``; the structure is used as read.
 """
 
-from md_protocols.dynamics import run_dynamics
+from md_protocols.dynamics import ENGINE_DEFAULTS, run_dynamics
 
 NAME = "nve"
 DESCRIPTION = "NVE (VelocityVerlet) of your structure (--structure FILE --model M); reports energy drift"
 DEFAULTS = {"structure": None, "model": None, "steps": 1000, "timestep_fs": 0.5, "temperature_K": 300.0,
-            "dtype": "float32", "seed": 0, "extrapolation": "stop"}
+            "dtype": "float32", "seed": 0, "extrapolation": "stop", **ENGINE_DEFAULTS}
 
 
 def run(ctx):

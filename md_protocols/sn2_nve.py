@@ -2,14 +2,14 @@
 
 import numpy as np
 from efa_calc.structures import sn2_complex
-from md_protocols.dynamics import initial_velocities, run_dynamics
+from md_protocols.dynamics import ENGINE_DEFAULTS, initial_velocities, run_dynamics
 from md_protocols.systems import relaxed
 
 NAME = "sn2-nve"
 DESCRIPTION = "NVE SN2 collision: Cl- fired at CH3Br (backside, 2 eV); reports whether Br- was displaced"
 DEFAULTS = {"model": "sn2-efa", "steps": 1000, "timestep_fs": 0.25, "temperature_K": 50.0, "dtype": "float32",
             "seed": 0, "extrapolation": "stop", "nucleophile": "Cl", "leaving_group": "Br", "distance_A": 6.0,
-            "collision_energy_eV": 2.0}
+            "collision_energy_eV": 2.0, **ENGINE_DEFAULTS}
 
 
 def run(ctx):
@@ -36,10 +36,16 @@ def run(ctx):
     results = run_dynamics(ctx, start, calc, "nve", initial_velocities_fn=collision)
     from ase.io import read
 
-    traj = read(ctx.path("trajectory.extxyz"), index=":")
-    d_cx = np.array([a.get_distance(0, 4) for a in traj])
-    d_cy = np.array([a.get_distance(0, 5) for a in traj])
-    results.update({"min_C_X_distance_A": float(d_cx.min()), "final_C_X_distance_A": float(d_cx[-1]),
-                    "final_C_Y_distance_A": float(d_cy[-1]), "reacted": bool(d_cx[-1] < 2.3 < d_cy[-1]),
-                    "collision_energy_eV": float(ctx["collision_energy_eV"])})
+    trajs = ctx.files["trajectory"] if isinstance(ctx.files["trajectory"], list) else [ctx.files["trajectory"]]
+    outcomes = []
+    for name in trajs:  # one per replica (jax engine, --replicas R)
+        traj = read(ctx.path(name), index=":")
+        d_cx = np.array([a.get_distance(0, 4) for a in traj])
+        d_cy = np.array([a.get_distance(0, 5) for a in traj])
+        outcomes.append({"min_C_X_distance_A": float(d_cx.min()), "final_C_X_distance_A": float(d_cx[-1]),
+                         "final_C_Y_distance_A": float(d_cy[-1]), "reacted": bool(d_cx[-1] < 2.3 < d_cy[-1])})
+    results.update(outcomes[0])
+    results["collision_energy_eV"] = float(ctx["collision_energy_eV"])
+    if len(outcomes) > 1:
+        results["reacted_fraction"] = float(np.mean([o["reacted"] for o in outcomes]))
     return results

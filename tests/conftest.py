@@ -71,5 +71,11 @@ def _release_compiled_executables():
     from efa_calc.potential import compiled_energy_and_forces
 
     compiled_energy_and_forces.cache_clear()
+    try:
+        from efa_calc.md_jax import clear_compiled
+    except ImportError:  # without the md extra
+        pass
+    else:
+        clear_compiled()
     jax.clear_caches()
     gc.collect()
