@@ -201,10 +201,12 @@ EDGE_CHUNK = 16384
 
 def aggregate_messages(
     x, radial, angular, dst_idx, src_idx, edge_gate, num_segments: int, filter_weights, kernel, p3n: int,
-    l3max: int, chunk: int = EDGE_CHUNK,
+    l3max: int, chunk: Optional[int] = None,
 ) -> Float[Array, "N P3 D3 F"]:
-    """m_i = Σ_{e: dst_e = i} g_e m_e, in edge chunks when E > ``chunk`` (same sum, exactly:
-    padding edges carry a zero radial part)."""
+    """m_i = Σ_{e: dst_e = i} g_e m_e, in edge chunks when E > ``chunk`` (default
+    :data:`EDGE_CHUNK`, read at trace time; same sum, exactly: padding edges carry a zero
+    radial part)."""
+    chunk = EDGE_CHUNK if chunk is None else chunk
     gate = jnp.ones(src_idx.shape, x.dtype) if edge_gate is None else edge_gate.astype(x.dtype)
 
     def part(radial, angular, dst, src, gate):
