@@ -21,7 +21,7 @@ padding graphs (``graph_mask`` False) get zero energy.  Units: Å in, eV and eV/
 from __future__ import annotations
 
 import functools
-from typing import NamedTuple, Optional
+from typing import Callable, NamedTuple, Optional
 
 import e3x
 import flax.linen as nn
@@ -95,8 +95,17 @@ class EnergyModel(nn.Module):
         node_mask: Bool[Array, "N"],
         num_graphs: int,
         nodes_per_graph: Optional[int] = None,
+        axis_name: Optional[str] = None,
+        halo_exchange: Optional[Callable] = None,
     ) -> Float[Array, "N"]:
-        """Atomic energies E_i in eV, shape (N,); zero for padding atoms."""
+        """Atomic energies E_i in eV, shape (N,); zero for padding atoms.
+
+        Sharded evaluation (:mod:`efa_calc.sharding`, inside ``shard_map``) passes the mesh
+        ``axis_name`` — graph centroids and the long-range block's global sums are then
+        all-reduced over it, and ``node_mask`` marks the atoms this device *owns* — and
+        ``halo_exchange``, x ↦ x with the ghost atoms' rows refreshed from their owners,
+        applied before every iteration t ≥ 1.  Both default to single-device evaluation.
+        """
         cfg = self.config
         n = positions.shape[0]
         dtype = positions.dtype
@@ -123,10 +132,14 @@ class EnergyModel(nn.Module):
             mask = node_mask.astype(dtype)[:, None]
             total = jax.ops.segment_sum(positions * mask, batch_segments, num_graphs)
             count = jax.ops.segment_sum(mask, batch_segments, num_graphs)
+            if axis_name is not None:
+                total, count = jax.lax.psum((total, count), axis_name)
             centred = positions - (total / jnp.maximum(count, 1.0))[batch_segments]
 
         for t in range(cfg.num_iterations):
             last = t == cfg.num_iterations - 1
+            if halo_exchange is not None and t > 0:
+                x = halo_exchange(x)
             gate = None
             if cfg.mara_gate is not None:
                 gate = MARAGate(cfg.mara_gate, cfg.cutoff, name=f"mara_gate_{t}")(
@@ -150,8 +163,9 @@ class EnergyModel(nn.Module):
                     x_lr = e3x.nn.change_max_degree_or_type(
                         x, max_degree=lr.max_degree, include_pseudotensors=lr.include_pseudotensors
                     )
+                sharded = {} if axis_name is None else {"axis_name": axis_name}
                 y_nl = block(lr.kind).module(lr, name=f"long_range_{t}")(
-                    x_lr, centred, batch_segments, node_mask, num_graphs, nodes_per_graph
+                    x_lr, centred, batch_segments, node_mask, num_graphs, nodes_per_graph, **sharded
                 )
                 y_nl = e3x.nn.Dense(cfg.num_features, dtype=dtype, name=f"long_range_projection_{t}")(y_nl.astype(dtype))
                 y_nl = _mlp(e3x.nn.add(y_nl, x), cfg.num_features, f"long_range_mlp_{t}", cfg.output_is_zero_at_init)
