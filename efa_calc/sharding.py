@@ -59,7 +59,6 @@ from jaxtyping import Float, Int
 
 from efa_calc.batching import edge_bucket, node_bucket
 from efa_calc.config import ModelConfig
-from efa_calc.errors import InputError
 from efa_calc.nn.energy_model import EnergyModel
 
 __all__ = [
@@ -343,7 +342,9 @@ def sharded_energy_and_forces(params: dict, config: ModelConfig, shards: dict, a
     z = jnp.concatenate([sh["numbers"], sh["ghost_numbers"]])
     n_local = z.shape[0]
     node_mask = jnp.concatenate([sh["owned_mask"], jnp.zeros(sh["ghost_numbers"].shape, bool)])
-    segments = jnp.zeros(n_local, jnp.int32)
+    # device-varying zeros (derived from a sharded input): the centroid is then broadcast
+    # after its psum's transpose, which stays a (1, 3) all-reduce instead of (n_local, 3)
+    segments = z * 0
 
     def halo(x):
         return jnp.concatenate([x[:c_own], exchange(x[:c_own])])
