@@ -101,15 +101,18 @@ def resolve_devices(devices) -> list[jax.Device]:
     devs = list(devices)
     if not devs:
         raise ValueError("devices=[]; give at least one jax device")
-    bad = [d for d in devs if not isinstance(d, jax.Device)]
+    bad = [d for d in devs if not hasattr(d, "platform")]
     if bad:
         raise ValueError(f"devices must be jax.Device objects (jax.devices()), got {type(bad[0]).__name__}: {bad[0]!r}")
-    platforms = sorted({d.platform for d in devs})
+    platforms = sorted({str(d.platform) for d in devs})
     if len(platforms) > 1:
         raise ValueError(
             f"devices of different platforms {platforms} cannot share one structure; "
             "give devices of one platform (e.g. jax.devices('gpu'))"
         )
+    bad = [d for d in devs if not isinstance(d, jax.Device)]
+    if bad:
+        raise ValueError(f"devices must be jax.Device objects (jax.devices()), got {type(bad[0]).__name__}: {bad[0]!r}")
     if len(set(devs)) != len(devs):
         raise ValueError(f"devices lists the same device twice: {devs}")
     return devs
