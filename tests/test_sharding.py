@@ -221,7 +221,7 @@ def test_all_to_all_attention_sharded(four_devices):
 
 def test_forces_match_finite_differences(four_devices):
     r = four_devices["finite_differences"]
-    assert r["max_abs_force"] > 0.01
+    assert r["max_abs_force"] > 0.1
     assert r["dF"] < 1e-6, f"central differences (h = {r['h']} Å) differ by {r['dF']:.3g} eV/Å"
 
 
