@@ -159,13 +159,19 @@ def efa_formula(cfg, d: int, s: int, b: int) -> dict:
 
 
 def a2a_formula(cfg, d: int, c_local: int, b: int) -> dict:
-    """All-gathers of the forward pass: per layer keys and values (F_qk + F_v numbers per
-    row, scalar block input), once positions (3) and the mask (1 byte); D·C_local rows."""
+    """All-to-all attention, D·C_local rows.  Forward all-gathers: per layer keys and values
+    (F_qk + F_v numbers per row, scalar block input), once positions (3) and the mask
+    (1 byte).  Backward reduce-scatters (their transposes): positions once per layer (the
+    distance bias), keys and values for layers t ≥ 1 only (at t = 0 they depend on the
+    atomic numbers alone, and XLA drops their cotangents)."""
     lr = cfg.long_range
     rows = d * c_local
     layers = len(lr.iterations)
     per_layer = rows * (lr.qk_features + lr.v_features) * b
-    return {"a2a_gather_per_layer": per_layer, "a2a_gather": layers * per_layer + rows * (3 * b + 1)}
+    gather = layers * per_layer + rows * (3 * b + 1)
+    scatter = sum(1 for t in lr.iterations if t > 0) * per_layer + layers * rows * 3 * b
+    return {"a2a_gather_per_layer": per_layer, "a2a_gather": gather, "a2a_reduce_scatter": scatter,
+            "a2a_total": gather + scatter}
 
 
 def run_bytes(args):
@@ -176,7 +182,8 @@ def run_bytes(args):
     rows = []
     print(f"D = {d}, {dtype}; bytes per device and step (forward + backward), from compiled HLO")
     print(f"{'model':>10} {'N':>7} {'all-reduce':>12} {'of which EFA':>13} {'formula EFA':>12} "
-          f"{'all-to-all':>11} {'formula halo':>13} {'all-gather':>11} {'red-scatter':>12} {'fml gather':>12}")
+          f"{'all-to-all':>11} {'formula halo':>13} {'all-gather':>11} {'red-scatter':>12} {'fml gather':>12} "
+          f"{'fml scatter':>12}")
     for kind in ("efa", "all_to_all"):
         cfg, params = mods[kind]
         for n in args.sizes:
@@ -202,7 +209,7 @@ def run_bytes(args):
                 row["formula"] = a2a_formula(cfg, d, c_local, b)
                 f = row["formula"]
                 print(f"{kind:>10} {n:7d} {tot['all-reduce']:12d} {'':>13} {'':>12} {tot['all-to-all']:11d} "
-                      f"{'':>13} {tot['all-gather']:11d} {tot['reduce-scatter']:12d} {f['a2a_gather']:12d}")
+                      f"{'':>13} {tot['all-gather']:11d} {tot['reduce-scatter']:12d} {f['a2a_gather']:12d} {f['a2a_reduce_scatter']:12d}")
             rows.append(row)
     # formula extrapolation 10^3 … 10^6 (per device, D = 4; halo from the measured ghost slots ∝ N^(2/3))
     cfg = mods["efa"][0]
@@ -214,12 +221,12 @@ def run_bytes(args):
         fe = efa_formula(cfg, d, s, b)
         fa = a2a_formula(mods["all_to_all"][0], d, int(np.ceil(n / d)) + d * s, b)
         table.append({"atoms": n, "efa_allreduce": fe["efa_allreduce"], "halo_all_to_all": fe["halo_all_to_all"],
-                      "a2a_gather_forward": fa["a2a_gather"], "ghost_slots": s})
+                      "a2a_gather_forward": fa["a2a_gather"], "a2a_total": fa["a2a_total"], "ghost_slots": s})
     print("formula, D = 4 (halo slots scaled as N^(2/3) from the largest measured cluster):")
     for t in table:
         print(f"  N = {t['atoms']:>8d}: EFA all-reduce {t['efa_allreduce'] / 2**20:8.3f} MiB, halo "
-              f"{t['halo_all_to_all'] / 2**20:8.2f} MiB, all-to-all attention forward all-gathers "
-              f"{t['a2a_gather_forward'] / 2**20:10.2f} MiB")
+              f"{t['halo_all_to_all'] / 2**20:8.2f} MiB, all-to-all attention gathers + scatters "
+              f"{t['a2a_total'] / 2**20:10.2f} MiB")
     return {"devices": d, "dtype": dtype, "rows": rows, "formula_table": table}
 
 
