@@ -137,7 +137,8 @@ class EFACalculator(Calculator):
         if devices is not None and device is not None:
             raise ValueError("EFACalculator: give either device= (one device) or devices= (sharded), not both")
         if devices is not None and efa_exact:
-            raise ValueError("EFACalculator: efa_exact=True (the O(N²) exact EFA kernel) cannot be sharded over devices")
+            raise ValueError("EFACalculator: efa_exact=True (the O(N²) exact EFA kernel) cannot be sharded "
+                             "over devices")
         super().__init__(**kwargs)
         specs = list(model) if isinstance(model, (list, tuple)) else [model]
         if not specs:

@@ -49,7 +49,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from typing import NamedTuple, Optional, Sequence
+from typing import NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
