@@ -1,13 +1,19 @@
 """Time and peak memory of one energy+forces evaluation versus system size.
 
 Random condensed clusters (uniform in a sphere, density 0.1 Å⁻³, H and C, minimum
-distance 0.9 Å) with the SN2 EFA model's hyperparameters (F = 128, two iterations, 5 Å
-cutoff, EFA in both iterations: M = 50, F_qk = 16, F_v = 32, max_length scaled to the
-cluster so that every pair is within it).  Each size runs in a fresh subprocess so its
-peak resident memory (``ru_maxrss``) is its own.  Linear-cost EFA means time ∝ N at fixed
-density; the fitted log–log slope is printed.
+distance 0.9 Å, ~50 neighbours per atom within 5 Å) with the exact hyperparameters of the
+paper's SN2 checkpoints (``SN2_EFA``: F = 128, two iterations, 5 Å cutoff, EFA in both
+iterations with M = 50, F_qk = 16, F_v = 32, EFA input degree 0; ``SN2_LOCAL``: the
+local control, F = 162) and random parameters.  Each size runs in a fresh subprocess so
+its peak resident memory (``ru_maxrss``) is its own.  Linear-cost EFA means time ∝ N at
+fixed density; the fitted log–log slope, the time-per-atom ratio between the largest size
+and N = 1000, and the marginal peak memory per atom between N = 1000 and the largest size
+are printed.  A size that does not fit (killed or out of memory) ends the sweep: the last
+size that ran is the largest N that fits this machine.
 
-    python benchmarks/model_scaling.py [--sizes 250 500 1000 2000 4000 8000] [--local]
+    python benchmarks/model_scaling.py [--sizes 250 500 1000 2000 4000 8000 16000 32000] [--local]
+
+Writes ``benchmarks/results/model_scaling_{efa,local}.json``.
 """
 
 from __future__ import annotations
@@ -23,6 +29,13 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+#: ``reference_predictions.json`` hyperparameters of ``sn2_efa`` and ``sn2_local_rcut5``.
+SN2_EFA = {"cutoff": 5.0, "num_features": 128, "num_iterations": 2, "era_use_in_iterations": [0, 1],
+           "era_lebedev_num": 50, "era_include_pseudotensors": False, "era_max_degree": 0, "era_qk_num_features": 16,
+           "era_v_num_features": 32, "era_max_frequency": np.pi, "era_max_length": 20, "era_activation_fn": "gelu"}
+SN2_LOCAL = {"cutoff": 5.0, "num_features": 162, "num_iterations": 2}
 
 
 def cluster(n: int, density: float = 0.1, dmin: float = 0.9, seed: int = 0) -> np.ndarray:
@@ -47,16 +60,13 @@ def single(n: int, local: bool) -> dict:
     import jax
 
     from efa_calc.batching import pad_graphs
-    from efa_calc.config import EFAConfig, ModelConfig
+    from efa_calc.config import from_reference_hyperparameters
     from efa_calc.neighbors import neighbor_pairs
     from efa_calc.nn.energy_model import Batch, init_params
     from efa_calc.potential import compiled_energy_and_forces
 
     pos = cluster(n)
-    diameter = 2 * np.max(np.linalg.norm(pos, axis=1))
-    lr = None if local else EFAConfig(iterations=(0, 1), lebedev_num=50, max_frequency=np.pi,
-                                       max_length=float(np.ceil(diameter)), qk_features=16, v_features=32)
-    cfg = ModelConfig(num_features=128 if not local else 162, num_iterations=2, cutoff=5.0, long_range=lr)
+    cfg = from_reference_hyperparameters(SN2_LOCAL if local else SN2_EFA)
     z = np.where(np.random.default_rng(1).random(n) < 0.5, 1, 6)
     t0 = time.perf_counter()
     dst, src = neighbor_pairs(pos, cfg.cutoff)
@@ -78,14 +88,15 @@ def single(n: int, local: bool) -> dict:
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--sizes", type=int, nargs="+", default=[250, 500, 1000, 2000, 4000, 8000])
+    ap.add_argument("--sizes", type=int, nargs="+", default=[250, 500, 1000, 2000, 4000, 8000, 16000, 32000])
+    ap.add_argument("--out", help="JSON output (default benchmarks/results/model_scaling_{efa,local}.json)")
     ap.add_argument("--local", action="store_true", help="the local control model (no EFA, F=162)")
     ap.add_argument("--single", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.single:
         print(json.dumps(single(args.single, args.local)))
         return
-    print(f"model: {'local MPNN (F=162)' if args.local else 'EFA + MPNN (F=128)'}, 2 iterations, 5 Å cutoff, float32, "
+    print(f"model: {'SN2 local MPNN (F=162)' if args.local else 'SN2 EFA + MPNN (F=128)'}, 2 iterations, 5 Å cutoff, float32, "
           "energy + forces, best of 3 after compile")
     print(f"{'atoms':>6s} {'pairs':>9s} {'time (s)':>9s} {'ms/atom':>8s} {'peak RSS (GiB)':>15s} {'nbr list (ms)':>14s}")
     rows = []
@@ -99,10 +110,25 @@ def main(argv=None):
         rows.append(row)
         print(f"{row['atoms']:6d} {row['pairs']:9d} {row['seconds']:9.3f} {1e3 * row['seconds'] / n:8.2f} "
               f"{row['peak_rss_GiB']:15.2f} {1e3 * row['neighbor_list_s']:14.1f}", flush=True)
+    summary = {}
     if len(rows) >= 2:
         x = np.log([r["atoms"] for r in rows])
         y = np.log([r["seconds"] for r in rows])
-        print(f"log-log slope of time vs atoms: {np.polyfit(x, y, 1)[0]:.2f} (1 = linear)")
+        summary["loglog_slope"] = float(np.polyfit(x, y, 1)[0])
+        print(f"log-log slope of time vs atoms: {summary['loglog_slope']:.2f} (1 = linear)")
+    base = next((r for r in rows if r["atoms"] == 1000), None)
+    if base is not None and rows[-1]["atoms"] > 1000:
+        top = rows[-1]
+        summary["time_per_atom_ratio"] = (top["seconds"] / top["atoms"]) / (base["seconds"] / base["atoms"])
+        summary["marginal_MiB_per_atom"] = (top["peak_rss_GiB"] - base["peak_rss_GiB"]) * 1024 / (top["atoms"] - 1000)
+        print(f"time per atom at N={top['atoms']} / N=1000: {summary['time_per_atom_ratio']:.2f}; marginal peak memory "
+              f"{summary['marginal_MiB_per_atom']:.2f} MiB per atom")
+    if rows:
+        summary["largest_N_run"] = rows[-1]["atoms"]
+    out = Path(args.out or Path(__file__).resolve().parent / "results" / f"model_scaling_{'local' if args.local else 'efa'}.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"rows": rows, **summary}, indent=1))
+    print(f"wrote {out}")
 
 
 if __name__ == "__main__":

@@ -55,8 +55,6 @@ __all__ = ["EFACalculator"]
 
 log = logging.getLogger("efa_calc")
 
-ModelSpec = "str | os.PathLike | Checkpoint"
-
 GUARD_MODES = ("warn", "error", "off")
 _ASE_KWARGS = ("label", "directory", "atoms")  # what ASE's Calculator itself accepts and we pass on
 

@@ -43,6 +43,7 @@ from pathlib import Path
 
 import numpy as np
 from ase.data import atomic_numbers as _Z
+from flax.traverse_util import flatten_dict, unflatten_dict
 
 from efa_calc.config import ModelConfig
 from efa_calc.envelope import Envelope
@@ -117,26 +118,13 @@ class Checkpoint:
         return h.hexdigest()
 
 
-def _flatten(tree: dict, prefix: str = "") -> dict[str, np.ndarray]:
-    out = {}
-    for k, v in tree.items():
-        key = f"{prefix}/{k}" if prefix else k
-        if isinstance(v, dict):
-            out.update(_flatten(v, key))
-        else:
-            out[key] = np.asarray(v)
-    return out
+def _flatten(tree: dict) -> dict[str, np.ndarray]:
+    """``{'a': {'b': x}}`` → ``{'a/b': x}`` (the keys of ``params.npz``)."""
+    return {k: np.asarray(v) for k, v in flatten_dict(tree, sep="/").items()}
 
 
 def _unflatten(flat: dict[str, np.ndarray]) -> dict:
-    out: dict = {}
-    for key, v in flat.items():
-        d = out
-        parts = key.split("/")
-        for p in parts[:-1]:
-            d = d.setdefault(p, {})
-        d[parts[-1]] = v
-    return out
+    return unflatten_dict(dict(flat), sep="/")
 
 
 def git_commit(path: str | Path | None = None) -> str | None:
@@ -296,15 +284,7 @@ def expected_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
     )
     with jax.enable_x64(False):
         shapes = jax.eval_shape(lambda: init_params(config, jax.random.PRNGKey(0), dummy))
-    return {k: tuple(v.shape) for k, v in _flatten_shapes(shapes).items()}
-
-
-def _flatten_shapes(tree, prefix=""):
-    out = {}
-    for k, v in tree.items():
-        key = f"{prefix}/{k}" if prefix else k
-        out.update(_flatten_shapes(v, key) if isinstance(v, dict) else {key: v})
-    return out
+    return {k: tuple(v.shape) for k, v in flatten_dict(shapes, sep="/").items()}
 
 
 def check_params(params: dict, config: ModelConfig, where: str = "parameters") -> None:

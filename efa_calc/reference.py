@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 from ase.data import chemical_symbols
+from flax.traverse_util import flatten_dict, unflatten_dict
 
 from efa_calc.config import ModelConfig
 from efa_calc.errors import CheckpointError
@@ -88,26 +89,6 @@ def reference_name_map(config: ModelConfig) -> dict[tuple[str, ...], tuple[str, 
     return m
 
 
-def _flatten(tree: dict, prefix=()) -> dict[tuple[str, ...], np.ndarray]:
-    out = {}
-    for key, val in tree.items():
-        if isinstance(val, dict):
-            out.update(_flatten(val, prefix + (key,)))
-        else:
-            out[prefix + (key,)] = val
-    return out
-
-
-def _unflatten(flat: dict[tuple[str, ...], np.ndarray]) -> dict:
-    out: dict = {}
-    for path, val in flat.items():
-        d = out
-        for key in path[:-1]:
-            d = d.setdefault(key, {})
-        d[path[-1]] = val
-    return out
-
-
 def _rename(path: tuple[str, ...], name_map) -> tuple[str, ...] | None:
     for n in (2, 1):
         if path[:n] in name_map:
@@ -129,7 +110,7 @@ def reference_to_params(tree: dict, config: ModelConfig) -> dict:
       CheckpointError: listing unused checkpoint leaves, missing model parameters and
         shape mismatches.
     """
-    flat = _flatten(tree["params"])
+    flat = flatten_dict(tree["params"])
     name_map = reference_name_map(config)
     renamed, origin, unused = {}, {}, []
     for path, val in flat.items():
@@ -160,7 +141,7 @@ def reference_to_params(tree: dict, config: ModelConfig) -> dict:
             "reference checkpoint does not match the hyperparameters "
             "(check num_iterations, era_use_in_iterations, era_max_degree, widths):\n  " + "\n  ".join(lines)
         )
-    return {"params": _unflatten(renamed)}
+    return {"params": unflatten_dict(renamed)}
 
 
 def species_from_element_bias(element_bias: np.ndarray) -> list[str]:

@@ -7,7 +7,7 @@ For iterations t = 0 … T−1 with features x (N, P, (L+1)², F):
     update:     x    ← x + silu(c_t)·y + silu(1 − c_t)·y_nl        (c_t learned, init 0.5)
 
 where MLP = Dense → gated silu → Dense (last layer zero-initialised), ``basis`` is the
-e3x radial × spherical-harmonic edge basis times a smooth cutoff, and x_lr is x cut to the
+e3x radial × spherical-harmonic edge basis times a smooth cutoff (kept factorised, :class:`~efa_calc.nn.tensor.EdgeBasis`), and x_lr is x cut to the
 EFA degree/parity.  The long-range block is any registered block
 (:mod:`efa_calc.nn.long_range`: EFA, all-to-all attention); ``gate`` is the optional MARA edge
 gate (:mod:`efa_calc.nn.mara`) multiplying each edge's message.  The atomic energy is E_i = w·scalars(x_i) + b[Z_i] and forces are the
@@ -30,10 +30,11 @@ import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float, Integer
 
 from efa_calc.config import ModelConfig
+from efa_calc.nn.dense import Dense
 from efa_calc.nn.long_range import block
 from efa_calc.nn.mara import MARAGate
 from efa_calc.nn.radial import radial_function
-from efa_calc.nn.tensor import MessagePass
+from efa_calc.nn.tensor import MessagePass, edge_basis
 
 __all__ = ["Batch", "EnergyModel", "atomic_energies", "energy_and_forces", "init_params"]
 
@@ -63,10 +64,10 @@ class Batch(NamedTuple):
 
 
 def _mlp(x, features: int, name: str, zero_output: bool = True):
-    x = e3x.nn.Dense(features, dtype=x.dtype, name=f"{name}_0")(x)
+    x = Dense(features, dtype=x.dtype, name=f"{name}_0")(x)
     x = e3x.nn.silu(x)
     init = {"kernel_init": nn.initializers.zeros} if zero_output else {}  # else e3x's default
-    return e3x.nn.Dense(features, dtype=x.dtype, name=f"{name}_1", **init)(x)
+    return Dense(features, dtype=x.dtype, name=f"{name}_1", **init)(x)
 
 
 class EnergyModel(nn.Module):
@@ -114,14 +115,12 @@ class EnergyModel(nn.Module):
         disp = positions[src_idx] - positions[dst_idx]
         far = jnp.asarray([2.0 * cfg.cutoff + 1.0, 0.0, 0.0], dtype)
         disp = jnp.where(edge_mask[:, None], disp, far)
-        basis = e3x.nn.basis(
-            disp,
-            num=cfg.num_basis_functions,
-            max_degree=cfg.mp_max_degree,
+        basis = edge_basis(
+            disp, max_degree=cfg.mp_max_degree, num=cfg.num_basis_functions,
             radial_fn=radial_function(cfg.radial_basis),
             cutoff_fn=functools.partial(getattr(e3x.nn, cfg.cutoff_fn), cutoff=cfg.cutoff),
         )
-        basis = basis.astype(dtype) * edge_mask[:, None, None, None].astype(dtype)
+        basis = basis._replace(radial=basis.radial * edge_mask[:, None].astype(dtype))
 
         x = e3x.nn.Embed(num_embeddings=cfg.zmax, features=cfg.num_features, dtype=dtype, name="embed")(atomic_numbers)
 
@@ -167,7 +166,7 @@ class EnergyModel(nn.Module):
                 y_nl = block(lr.kind).module(lr, name=f"long_range_{t}")(
                     x_lr, centred, batch_segments, node_mask, num_graphs, nodes_per_graph, **sharded
                 )
-                y_nl = e3x.nn.Dense(cfg.num_features, dtype=dtype, name=f"long_range_projection_{t}")(y_nl.astype(dtype))
+                y_nl = Dense(cfg.num_features, dtype=dtype, name=f"long_range_projection_{t}")(y_nl.astype(dtype))
                 y_nl = _mlp(e3x.nn.add(y_nl, x), cfg.num_features, f"long_range_mlp_{t}", cfg.output_is_zero_at_init)
 
             if cfg.use_switch:

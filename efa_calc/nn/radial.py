@@ -53,11 +53,16 @@ def _bernstein(t: Float[Array, "..."], q: Float[Array, "..."], num: int) -> Floa
     n = num - 1
     if n == 0:
         return jnp.ones_like(t)[..., None]
-    t_pow, q_pow = [jnp.ones_like(t)], [jnp.ones_like(q)]
-    for _ in range(n):
-        t_pow.append(t_pow[-1] * t)
-        q_pow.append(q_pow[-1] * q)
-    return jnp.asarray(_binomials(num), t.dtype) * jnp.stack(t_pow, axis=-1) * jnp.stack(q_pow[::-1], axis=-1)
+    return jnp.asarray(_binomials(num), t.dtype) * _powers(t, n) * _powers(q, n)[..., ::-1]
+
+
+def _powers(x: Float[Array, "..."], n: int) -> Float[Array, "... n+1"]:
+    """x⁰ … xⁿ by doubling (x^{m+k} = x^m·x^k): ⌈log₂(n+1)⌉ vector products instead of n
+    scalar-wide ones, each a separate XLA operation."""
+    p = jnp.ones_like(x)[..., None]
+    while p.shape[-1] < n + 1:
+        p = jnp.concatenate([p, p * (p[..., -1:] * x[..., None])], axis=-1)
+    return p[..., : n + 1]
 
 
 @_bernstein.defjvp

@@ -1,27 +1,35 @@
-"""Equivariant tensor product and message passing, computed coupling path by coupling path.
+"""Equivariant message passing with factorised filters, computed coupling path by coupling path.
 
-:class:`Tensor` and :class:`MessagePass` compute exactly what ``e3x.nn.Tensor`` and
-``e3x.nn.MessagePass`` (sparse index lists) compute, with the same parameter names and
-shapes, so e3x-trained checkpoints load unchanged:
+:class:`MessagePass` computes exactly what ``e3x.nn.MessagePass`` (sparse index lists)
+computes, with the same parameter names and shapes (``filter``, ``tensor``), so
+e3x-trained checkpoints load unchanged.  e3x's message from atom j to atom i along edge
+e = (i ← j) is
 
-    out[r, c₃, f] = Σ_{(p,ℓ₁),(q,ℓ₂)→(r,ℓ₃) allowed} W[p,ℓ₁,q,ℓ₂,r,ℓ₃,f]
-                    Σ_{c₁,c₂} C[c₁,c₂,c₃] x₁[p,c₁,f] x₂[q,c₂,f]
+    m_e[r, c₃, f] = Σ_{paths (0,ℓ₁),(q,ℓ₂)→(r,ℓ₃)} W[ℓ₁,q,ℓ₂,r,ℓ₃,f]
+                    Σ_{c₁,c₂} C[c₁,c₂,c₃] φ_e[c₁,f] x_j[q,c₂,f],
+    φ_e[c₁,f] = Y_{c₁}(r̂_e) Σ_k g_k(r_e) V_{ℓ₁}[k,f]             (Dense(basis))
 
-with Clebsch–Gordan coefficients C (Racah normalisation, Cartesian order) and a path
-allowed when |ℓ₁−ℓ₂| ≤ ℓ₃ ≤ ℓ₁+ℓ₂ and parity(x₁)·parity(x₂) = parity(out).
+with Clebsch–Gordan coefficients C (Racah normalisation, Cartesian order), a path allowed
+when |ℓ₁−ℓ₂| ≤ ℓ₃ ≤ ℓ₁+ℓ₂ and the parities match.  The filter factorises into an angular
+part Y(r̂_e) and a radial part ρ_e[ℓ₁,f] = g(r_e)·V_{ℓ₁}, so the sum over c₁ is done once
+per edge, before any feature is touched:
 
-Why not e3x's own: e3x contracts one dense einsum over all degree components, and XLA
-materialises the (E, P₁, (L₁+1)², P₂, (L₂+1)², F) outer product — ~166 kB per edge for
-F = 128, L = 2.  A 4 000-atom cluster then needed 19 GiB and 8 000 atoms did not fit in
-24 GiB.  Path by path, the largest intermediate is (E, 2ℓ₂+1, 2ℓ₃+1, F) and the
-structurally zero CG entries are never multiplied.
+    T_e^{ℓ₁ℓ₂ℓ₃}[c₂,c₃] = Σ_{c₁} C[c₁,c₂,c₃] Y_{c₁}(r̂_e)                   (geometry only)
+    m_e[r, c₃, f] = Σ_paths W[…,f] ρ_e[ℓ₁,f] Σ_{c₂} T_e[c₂,c₃] x_j[q,c₂,f]
+
+Why: e3x contracts one dense einsum over all degree components (a (E, P₁, (L₁+1)², P₂,
+(L₂+1)², F) outer product); even path by path, the unfactorised product materialises
+(E, 2ℓ₁+1, 2ℓ₂+1, F) per path.  Here the largest feature-sized intermediate is
+(E, P₂, 2ℓ₃+1, F) per (ℓ₁, ℓ₂, ℓ₃) (one batched matmul serves both input parities),
+the tables T are shared by every iteration (they depend on the geometry only, XLA
+merges the identical computations), and structurally zero CG entries are never multiplied.
 """
 
 from __future__ import annotations
 
 import functools
 import itertools
-from typing import Optional
+from typing import Callable, NamedTuple, Optional
 
 import e3x
 import flax.linen as nn
@@ -30,15 +38,39 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, Integer
 
-__all__ = ["Tensor", "MessagePass"]
+__all__ = ["EdgeBasis", "edge_basis", "MessagePass", "messages", "aggregate_messages", "coupling_table", "coupling_paths"]
+
+
+class EdgeBasis(NamedTuple):
+    """The factorised edge basis B_e[c, k] = Y_c(r̂_e) · g_k(r_e) (e3x's ``basis``).
+
+    Attributes:
+      radial: (E, K) radial functions times the cutoff function; 0 for padding edges.
+      angular: (E, (L+1)²) real spherical harmonics of r̂_e (Racah normalisation,
+        Cartesian order).
+    """
+
+    radial: Float[Array, "E K"]
+    angular: Float[Array, "E D"]
+
+
+def edge_basis(
+    displacements: Float[Array, "E 3"], max_degree: int, num: int, radial_fn, cutoff_fn
+) -> EdgeBasis:
+    """The edge basis of ``e3x.nn.basis`` in factorised form (displacements in Å)."""
+    norm = e3x.ops.norm(displacements, axis=-1)
+    u = displacements / jnp.where(norm > 0, norm, 1.0)[:, None]
+    radial = radial_fn(norm, num) * cutoff_fn(norm)[:, None]
+    angular = e3x.so3.spherical_harmonics(u, max_degree, r_is_normalized=True, normalization="racah",
+                                          cartesian_order=True)
+    return EdgeBasis(radial.astype(displacements.dtype), angular.astype(displacements.dtype))
 
 
 @functools.lru_cache(maxsize=None)
-def _clebsch_gordan(l1: int, l2: int, l3: int, cartesian_order: bool) -> np.ndarray:
-    """Dense e3x CG tensor ((l1+1)², (l2+1)², (l3+1)²) in float64."""
+def _clebsch_gordan(l1: int, l2: int, l3: int) -> np.ndarray:
+    """Dense e3x CG tensor ((l1+1)², (l2+1)², (l3+1)²) in float64 (Cartesian order)."""
     with jax.enable_x64(True), jax.ensure_compile_time_eval():
-        cg = e3x.so3.clebsch_gordan(l1, l2, l3, cartesian_order=cartesian_order)
-        return np.asarray(cg, np.float64)
+        return np.asarray(e3x.so3.clebsch_gordan(l1, l2, l3, cartesian_order=True), np.float64)
 
 
 def _irreps(num_parity: int, max_degree: int) -> list[tuple[int, int, int]]:
@@ -48,80 +80,170 @@ def _irreps(num_parity: int, max_degree: int) -> list[tuple[int, int, int]]:
     return [(0, l, l % 2) for l in range(max_degree + 1)]
 
 
-def _max_degree(shape) -> int:
-    return int(round(np.sqrt(shape[-2]))) - 1
+def _block(l: int) -> slice:
+    return slice(l * l, (l + 1) ** 2)
 
 
-class Tensor(nn.Module):
-    """Drop-in for ``e3x.nn.Tensor``: same attributes, parameter ``kernel`` and output.
+class Path(NamedTuple):
+    """One coupling path (0, ℓ₁) ⊗ (q, ℓ₂) → (r, ℓ₃)."""
 
-    Inputs (…, P₁, (L₁+1)², F) and (…, P₂, (L₂+1)², F); output (…, P₃, (L₃+1)², F).
-    """
+    l1: int
+    q: int
+    l2: int
+    r: int
+    l3: int
 
-    max_degree: Optional[int] = None
-    include_pseudotensors: bool = True
-    cartesian_order: bool = True
-    dtype: Optional[jnp.dtype] = None
-    param_dtype: jnp.dtype = jnp.float32
-    kernel_init: e3x.nn.initializers.InitializerFn = e3x.nn.initializers.tensor_lecun_normal()
+
+@functools.lru_cache(maxsize=None)
+def coupling_paths(l1max: int, p2n: int, l2max: int, p3n: int, l3max: int) -> tuple[Path, ...]:
+    """The allowed paths with a non-zero CG block (filter: one parity slot, parity ℓ₁ mod 2)."""
+    cg = _clebsch_gordan(l1max, l2max, l3max)
+    paths = []
+    for (_, a, d1), (q, b, d2), (r, c, d3) in itertools.product(
+        _irreps(1, l1max), _irreps(p2n, l2max), _irreps(p3n, l3max)
+    ):
+        if (d1 + d2) % 2 != d3 or not abs(a - b) <= c <= a + b:
+            continue
+        if np.any(cg[_block(a), _block(b), _block(c)]):
+            paths.append(Path(a, q, b, r, c))
+    return tuple(paths)
+
+
+def coupling_table(angular: Float[Array, "E D1"], l1: int, l2: int, l3: int) -> Float[Array, "E D2 D3"]:
+    """T_e[c₂, c₃] = Σ_{c₁} C^{ℓ₁ℓ₂ℓ₃}[c₁,c₂,c₃] Y_{c₁}(r̂_e): shape (E, 2ℓ₂+1, 2ℓ₃+1) (geometry only)."""
+    cg = _clebsch_gordan(l1, l2, l3)[_block(l1), _block(l2), _block(l3)]
+    return jnp.einsum("ei,ijk->ejk", angular[:, _block(l1)], jnp.asarray(cg, angular.dtype))
+
+
+def _max_degree(size: int) -> int:
+    return int(round(np.sqrt(size))) - 1
+
+
+class _Kernel(nn.Module):
+    """One parameter ``kernel`` of a fixed shape (keeps e3x's parameter paths)."""
+
+    shape: tuple[int, ...]
+    init: Callable = nn.initializers.lecun_normal()
 
     @nn.compact
-    def __call__(self, inputs1: Float[Array, "... P1 D1 F"], inputs2: Float[Array, "... P2 D2 F"]) -> Float[Array, "... P3 D3 F"]:
-        l1max, l2max = _max_degree(inputs1.shape), _max_degree(inputs2.shape)
-        l3max = max(l1max, l2max) if self.max_degree is None else self.max_degree
-        if l3max > l1max + l2max:
-            raise ValueError(f"max_degree can be at most {l1max + l2max}, got {l3max}")
-        if inputs1.shape[-1] != inputs2.shape[-1]:
-            raise ValueError(f"feature axes differ: {inputs1.shape} vs {inputs2.shape}")
-        features = inputs1.shape[-1]
-        p1n, p2n = inputs1.shape[-3], inputs2.shape[-3]
-        pseudo = self.include_pseudotensors
-        if p1n == p2n == 1 and 0 in (l1max, l2max, l3max):
-            pseudo = False  # no pseudotensors can arise (e3x's rule)
-        p3n = 2 if pseudo else 1
-        kernel = self.param("kernel", self.kernel_init, (p1n, l1max + 1, p2n, l2max + 1, p3n, l3max + 1, features),
-                            self.param_dtype)
-        dtype = self.dtype or jnp.result_type(inputs1, inputs2, kernel)
-        kernel = kernel.astype(dtype)
-        x1, x2 = inputs1.astype(dtype), inputs2.astype(dtype)
-        cg = _clebsch_gordan(l1max, l2max, l3max, self.cartesian_order)
+    def __call__(self) -> Array:
+        return self.param("kernel", self.init, self.shape, jnp.float32)
 
-        blocks: dict[tuple[int, int], Array] = {}
-        for (p, a, d1), (q, b, d2), (r, c, d3) in itertools.product(
-            _irreps(p1n, l1max), _irreps(p2n, l2max), _irreps(p3n, l3max)
-        ):
-            if (d1 + d2) % 2 != d3 or not abs(a - b) <= c <= a + b:
+
+class RadialFilter(nn.Module):
+    """The weights V_ℓ (K, F) of ``e3x.nn.Dense(basis)`` (no bias), one per basis degree, under
+    e3x's names ``'0+'``, ``'1-'``, ``'2+'``, …; returns them stacked, (L+1, K, F).
+
+    The radial filter of edge e is ρ_e[ℓ, f] = Σ_k g_k(r_e) V_ℓ[k, f]."""
+
+    num_basis: int
+    features: int
+    max_degree: int
+
+    @nn.compact
+    def __call__(self) -> Float[Array, "L K F"]:
+        return jnp.stack([_Kernel((self.num_basis, self.features), name=f"{l}{'+-'[l % 2]}")()
+                          for l in range(self.max_degree + 1)])
+
+
+def messages(
+    x: Float[Array, "N P D F"],
+    radial: Float[Array, "E K"],
+    angular: Float[Array, "E Db"],
+    src_idx: Integer[Array, "E"],
+    filter_weights: Float[Array, "Lb K F"],
+    kernel: Float[Array, "1 Lb P L P3 L3 F"],
+    p3n: int,
+    l3max: int,
+) -> Float[Array, "E P3 D3 F"]:
+    """The message m_e of every edge (module docstring), a pure function.
+
+    Args:
+      x: node features (N, P, (L+1)², F).
+      radial, angular: the edge basis (:class:`EdgeBasis`).
+      src_idx: (E,) source atom of every edge.
+      filter_weights: V (L_b+1, K, F); kernel: the path weights W.
+      p3n, l3max: output parity slots and degree.
+    """
+    p2n, l2max, features = x.shape[-3], _max_degree(x.shape[-2]), x.shape[-1]
+    l1max = _max_degree(angular.shape[-1])
+    dtype = x.dtype
+    rho = jnp.einsum("ek,lkf->elf", radial, filter_weights)  # (E, L₁+1, F)
+    paths = coupling_paths(l1max, p2n, l2max, p3n, l3max)
+    blocks: dict[int, Array] = {}  # ℓ₃ → (E, P₃, 2ℓ₃+1, F)
+    for b in range(l2max + 1):
+        # Slice before the gather: the backward pass then pads an (N, …) array, not (E, …).
+        x_b = x[:, :, _block(b), :][src_idx]  # (E, P, 2b+1, F)
+        for c in range(l3max + 1):
+            here = [p for p in paths if (p.l2, p.l3) == (b, c)]
+            if not here:
                 continue
-            block = cg[a * a : (a + 1) ** 2, b * b : (b + 1) ** 2, c * c : (c + 1) ** 2]
-            if not np.any(block):
-                continue
-            term = jnp.einsum(
-                "...if,...jf,ijk->...kf",
-                x1[..., p, a * a : (a + 1) ** 2, :],
-                x2[..., q, b * b : (b + 1) ** 2, :],
-                jnp.asarray(block, dtype),
-                optimize="optimal",
-            ) * kernel[p, a, q, b, r, c]
-            blocks[(r, c)] = blocks[(r, c)] + term if (r, c) in blocks else term
-        lead = jnp.broadcast_shapes(x1.shape[:-3], x2.shape[:-3])
-        parity_slices = []
-        for r in range(p3n):
-            parts = [
-                blocks.get((r, c), jnp.zeros((*lead, 2 * c + 1, features), dtype)) for c in range(l3max + 1)
-            ]
-            parity_slices.append(jnp.concatenate(parts, axis=-2))
-        return jnp.stack(parity_slices, axis=-3)
+            ls = sorted({p.l1 for p in here})
+            allowed = np.zeros((len(ls), p2n, p3n))
+            for p in here:
+                allowed[ls.index(p.l1), p.q, p.r] = 1.0
+            t = jnp.stack([coupling_table(angular, a, b, c) for a in ls], axis=1)  # (E, A, 2b+1, 2c+1)
+            w = kernel[0, np.asarray(ls), :, b, :, c] * jnp.asarray(allowed, dtype)[..., None]  # (A, P, P₃, F)
+            z = jnp.einsum("eajk,eqjf->eaqkf", t, x_b)
+            term = jnp.einsum("eaqkf,aqrf,eaf->erkf", z, w, rho[:, np.asarray(ls), :])
+            blocks[c] = blocks[c] + term if c in blocks else term
+    e = src_idx.shape[0]
+    return jnp.concatenate(
+        [blocks.get(c, jnp.zeros((e, p3n, 2 * c + 1, features), dtype)) for c in range(l3max + 1)], axis=-2
+    )
+
+
+#: Edge lists longer than this are processed in chunks of this many edges (a ``lax.scan``
+#: with rematerialisation), so that per-edge features never exist for all edges at once:
+#: the memory of a call then grows with the atoms, not with atoms × neighbours × features.
+EDGE_CHUNK = 16384
+
+
+def aggregate_messages(
+    x, radial, angular, dst_idx, src_idx, edge_gate, num_segments: int, filter_weights, kernel, p3n: int,
+    l3max: int, chunk: int = EDGE_CHUNK,
+) -> Float[Array, "N P3 D3 F"]:
+    """m_i = Σ_{e: dst_e = i} g_e m_e, in edge chunks when E > ``chunk`` (same sum, exactly:
+    padding edges carry a zero radial part)."""
+    gate = jnp.ones(src_idx.shape, x.dtype) if edge_gate is None else edge_gate.astype(x.dtype)
+
+    def part(radial, angular, dst, src, gate):
+        m = messages(x, radial, angular, src, filter_weights, kernel, p3n, l3max) * gate[:, None, None, None]
+        return jax.ops.segment_sum(m, dst, num_segments)
+
+    e = src_idx.shape[0]
+    if e <= chunk:
+        return part(radial, angular, dst_idx, src_idx, gate)
+    n_chunks = -(-e // chunk)
+    pad = n_chunks * chunk - e
+    edge_arrays = [jnp.pad(a, [(0, pad)] + [(0, 0)] * (a.ndim - 1)) for a in (radial, angular, dst_idx, src_idx, gate)]
+    edge_arrays = [a.reshape(n_chunks, chunk, *a.shape[1:]) for a in edge_arrays]
+    out_shape = (num_segments, p3n, (l3max + 1) ** 2, x.shape[-1])
+
+    @jax.checkpoint  # keep only the chunk's inputs for the backward pass; recompute the rest
+    def body(total, chunk_arrays):
+        return total + part(*chunk_arrays), None
+
+    total, _ = jax.lax.scan(body, jnp.zeros(out_shape, x.dtype), edge_arrays)
+    return total
 
 
 class MessagePass(nn.Module):
-    """Drop-in for ``e3x.nn.MessagePass`` with sparse index lists (parameters ``filter``
-    and ``tensor``)::
+    """Drop-in for ``e3x.nn.MessagePass`` with sparse index lists (parameters ``filter`` and
+    ``tensor``)::
 
-        f_e = Dense(basis_e);   m_i = Σ_{e: dst_e = i} g_e · Tensor(f_e, x[src_e])
+        m_i = Σ_{e: dst_e = i} g_e · Tensor(Dense(basis_e), x[src_e])
 
-    with an optional scalar gate g_e per edge (``edge_gate``, e.g. the MARA gate; 1 without).
+    with an optional scalar gate g_e per edge (``edge_gate``, e.g. the MARA gate; 1 without),
+    evaluated in the factorised form of the module docstring (:func:`messages`), in edge
+    chunks for long edge lists (:func:`aggregate_messages`).
 
-    Shapes: inputs (N, P, (L+1)², F), basis (E, 1, (L_b+1)², K) → (N, P', (L'+1)², F).
+    Attributes:
+      max_degree: output degree L' (``None``: the larger of the input and basis degrees).
+      include_pseudotensors: whether the output has a pseudotensor slot (e3x's rule: none
+        can arise when an input or the output is scalar-only and neither input has one).
+
+    Shapes: inputs (N, P, (L+1)², F), basis (E, K) and (E, (L_b+1)²) → (N, P', (L'+1)², F).
     """
 
     max_degree: Optional[int] = None
@@ -132,16 +254,25 @@ class MessagePass(nn.Module):
     def __call__(
         self,
         inputs: Float[Array, "N P D F"],
-        basis: Float[Array, "E 1 Db K"],
+        basis: EdgeBasis,
         dst_idx: Integer[Array, "E"],
         src_idx: Integer[Array, "E"],
         num_segments: int,
         edge_gate: Optional[Float[Array, "E"]] = None,
     ) -> Float[Array, "N P3 D3 F"]:
-        filters = e3x.nn.Dense(inputs.shape[-1], use_bias=False, dtype=self.dtype, name="filter")(basis)
-        products = Tensor(self.max_degree, self.include_pseudotensors, dtype=self.dtype, name="tensor")(
-            filters, inputs[src_idx]
+        features = inputs.shape[-1]
+        p2n, l2max = inputs.shape[-3], _max_degree(inputs.shape[-2])
+        l1max = _max_degree(basis.angular.shape[-1])
+        l3max = max(l1max, l2max) if self.max_degree is None else self.max_degree
+        if l3max > l1max + l2max:
+            raise ValueError(f"max_degree can be at most {l1max + l2max}, got {l3max}")
+        pseudo = self.include_pseudotensors and not (p2n == 1 and 0 in (l1max, l2max, l3max))
+        p3n = 2 if pseudo else 1
+        filter_weights = RadialFilter(basis.radial.shape[-1], features, l1max, name="filter")()
+        kernel = _Kernel((1, l1max + 1, p2n, l2max + 1, p3n, l3max + 1, features),
+                         init=e3x.nn.initializers.tensor_lecun_normal(), name="tensor")()
+        dtype = self.dtype or jnp.result_type(inputs, filter_weights)
+        return aggregate_messages(
+            inputs.astype(dtype), basis.radial.astype(dtype), basis.angular.astype(dtype), dst_idx, src_idx,
+            edge_gate, num_segments, filter_weights.astype(dtype), kernel.astype(dtype), p3n, l3max,
         )
-        if edge_gate is not None:
-            products = products * edge_gate.astype(products.dtype)[:, None, None, None]
-        return jax.ops.segment_sum(products, dst_idx, num_segments)

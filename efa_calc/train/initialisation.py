@@ -17,7 +17,7 @@ for every irrep (parity p, degree ℓ), because e3x keeps one matrix per irrep:
 
 * ``embed``: the embedding table → RMS ``feature_rms``;
 * ``message_pass_t``: the tensor-product kernel slice of each output irrep;
-* every ``e3x.nn.Dense`` (MLPs, EFA query/key/value, long-range projection): the kernel
+* every ``Dense`` (e3x's parameters; MLPs, EFA query/key/value, long-range projection): the kernel
   (and scalar bias) of each irrep;
 * ``readout``: the per-atom energy → RMS ``energy_rms`` (eV).
 
@@ -58,6 +58,12 @@ def _irrep_slices(shape: tuple[int, ...]) -> list[tuple[int, int]]:
     """(parity slot, degree) of every irrep block of an e3x feature array (..., P, (L+1)², F)."""
     num_parity, max_degree = shape[-3], int(round(np.sqrt(shape[-2]))) - 1
     return [(r, ell) for r in range(num_parity) for ell in range(max_degree + 1)]
+
+
+def _irrep_of(name: str, num_parity: int) -> tuple[int, int]:
+    """(parity slot, degree) of an e3x Dense parameter name such as ``'2+'`` or ``'1-'``."""
+    ell = int(name[:-1])
+    return (1 if num_parity == 2 and name[-1] == "-" else 0), ell
 
 
 def _get(tree: dict, path: str):
@@ -130,12 +136,12 @@ def rescale_to_unit_outputs(
                 value = rms(out[..., r, ell * ell : (ell + 1) ** 2, :])
                 if value > min_rms:
                     kernel[:, :, :, :, r, ell, :] *= feature_rms / value
-        else:  # e3x.nn.Dense: one sub-module per irrep ('0+', '1-', ...)
+        else:  # Dense (e3x's parameters): one weight matrix (and bias) per irrep ('0+', '1-', ...)
             layer = _get(tree, name)
-            for irrep, sub in captured.items():
-                if irrep == "__call__":
-                    continue
-                value = rms(sub["__call__"][0])
+            out = np.asarray(captured["__call__"][0])  # (..., P, (L+1)², G)
+            for irrep in layer:
+                r, ell = _irrep_of(irrep, out.shape[-3])
+                value = rms(out[..., r, ell * ell : (ell + 1) ** 2, :])
                 if value > min_rms:
                     for leaf in layer[irrep].values():
                         leaf *= feature_rms / value

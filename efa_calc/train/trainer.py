@@ -48,17 +48,6 @@ from efa_calc.train.initialisation import rescale_to_unit_outputs
 __all__ = ["Trainer", "train"]
 
 
-def _flatten(tree) -> dict[str, np.ndarray]:
-    leaves = jax.tree_util.tree_leaves(tree)
-    return {f"leaf_{i:05d}": np.asarray(x) for i, x in enumerate(leaves)}
-
-
-def _unflatten(template, arrays: dict[str, np.ndarray]):
-    treedef = jax.tree_util.tree_structure(template)
-    leaves = [arrays[f"leaf_{i:05d}"] for i in range(treedef.num_leaves)]
-    return jax.tree_util.tree_unflatten(treedef, [jnp.asarray(x) for x in leaves])
-
-
 def _sha256(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -179,60 +168,50 @@ class Trainer:
         return {"step": 0, "params": params, "opt_state": jax.device_put(self.optimizer.init(params), self._replicated),
                 "ema": jax.tree_util.tree_map(jnp.copy, params), "history": [], "best": None}
 
-    def _state_dir(self) -> Path:
-        return self.workdir / "state"
+    def _state_manager(self):
+        """orbax's CheckpointManager over ``<workdir>/state``: each save is a new step directory,
+        finalised atomically (a killed save is ignored on restore), and only the latest is kept."""
+        import orbax.checkpoint as ocp
+
+        legacy = self.workdir / "state" / "state.json"
+        if legacy.is_file():
+            raise ValueError(f"{legacy.parent} holds a training state in the format of efa-calc < 0.2 "
+                             "(npz files); resume it with that version or start a new workdir")
+        options = ocp.CheckpointManagerOptions(max_to_keep=1, create=True, enable_async_checkpointing=False)
+        return ocp.CheckpointManager((self.workdir / "state").resolve(), options=options)
 
     def save_state(self, state: dict) -> None:
-        """Write the resumable state atomically (temporary directory + rename)."""
-        tmp = self.workdir / "state.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        np.savez(tmp / "params.npz", **_flatten(state["params"]))
-        np.savez(tmp / "opt_state.npz", **_flatten(state["opt_state"]))
-        np.savez(tmp / "ema.npz", **_flatten(state["ema"]))
-        (tmp / "state.json").write_text(json.dumps({"step": state["step"], "history": state["history"],
-                                                    "best": state["best"], "config": self.cfg.source}, indent=1))
-        old = self.workdir / "state.old"
-        shutil.rmtree(old, ignore_errors=True)
-        if self._state_dir().exists():
-            os.replace(self._state_dir(), old)
-        os.replace(tmp, self._state_dir())
-        shutil.rmtree(old, ignore_errors=True)
+        """Write the resumable state (parameters, optimiser and EMA arrays, history, config)."""
+        import orbax.checkpoint as ocp
+
+        arrays = {k: state[k] for k in ("params", "opt_state", "ema")}
+        meta = {"step": state["step"], "history": state["history"], "best": state["best"], "config": self.cfg.source}
+        with self._state_manager() as mngr:
+            mngr.save(state["step"], args=ocp.args.Composite(arrays=ocp.args.StandardSave(arrays),
+                                                             meta=ocp.args.JsonSave(meta)), force=True)
 
     def load_state(self) -> dict | None:
         """The saved state, or None.  Refuses a state written for a different config."""
-        d = self._state_dir()
-        if not (d / "state.json").is_file():
-            old = self.workdir / "state.old"  # killed between the two renames
-            if not (old / "state.json").is_file():
+        import orbax.checkpoint as ocp
+
+        with self._state_manager() as mngr:
+            step = mngr.latest_step()
+            if step is None:
                 return None
-            d = old
-        meta = json.loads((d / "state.json").read_text())
-        src = dict(self.cfg.source)
-        saved = dict(meta["config"])
-        for cfg in (src, saved):
-            cfg.get("training", {}).pop("steps", None)  # more steps may be asked for on resume
-        if saved != src:
-            raise ValueError(f"{self.workdir} holds a training state for a different config; use a new workdir")
-        template = self._fresh_state()
-        with np.load(d / "params.npz") as z:
-            params = _unflatten(template["params"], dict(z))
-        with np.load(d / "opt_state.npz") as z:
-            opt_state = _unflatten(template["opt_state"], dict(z))
-        with np.load(d / "ema.npz") as z:
-            ema = _unflatten(template["ema"], dict(z))
-        return {"step": meta["step"], "params": jax.device_put(params, self._replicated),
-                "opt_state": jax.device_put(opt_state, self._replicated),
-                "ema": jax.device_put(ema, self._replicated), "history": meta["history"], "best": meta["best"]}
+            meta = mngr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+            src = dict(self.cfg.source)
+            saved = dict(meta["config"])
+            for cfg in (src, saved):
+                cfg.get("training", {}).pop("steps", None)  # more steps may be asked for on resume
+            if saved != src:
+                raise ValueError(f"{self.workdir} holds a training state for a different config; use a new workdir")
+            template = self._fresh_state()
+            arrays = mngr.restore(step, args=ocp.args.Composite(arrays=ocp.args.StandardRestore(
+                {k: template[k] for k in ("params", "opt_state", "ema")})))["arrays"]
+        return {"step": meta["step"], **{k: jax.device_put(arrays[k], self._replicated) for k in arrays},
+                "history": meta["history"], "best": meta["best"]}
 
     # ------------------------------------------------------------------ loop
-    def batch_at(self, step: int) -> TrainingBatch:
-        epoch, k = divmod(step, len(self.train_sampler))
-        it = self.train_sampler.epoch(epoch)
-        for _ in range(k):
-            next(it)
-        return next(it)
-
     def _batches_from(self, step: int):
         epoch, k = divmod(step, len(self.train_sampler))
         while True:

@@ -34,6 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Bool, Float, Integer
 
+from efa_calc.nn.dense import Dense
 from efa_calc.nn.long_range import LongRangeConfig, register
 from efa_calc.nn.long_range.efa import pair_j0, pair_layout, safe_distances
 
@@ -123,7 +124,7 @@ class AllToAllAttention(nn.Module):
         scalars = x[:, 0, 0, :]
         q = nn.Dense(f_qk, dtype=dtype, name="query")(scalars).reshape(n, h, f_qk // h)
         k = nn.Dense(f_qk, dtype=dtype, name="key")(scalars).reshape(n, h, f_qk // h)
-        v = e3x.nn.Dense(f_v, dtype=dtype, name="value")(x)  # (N, P, D, F_v)
+        v = Dense(f_v, dtype=dtype, name="value")(x)  # (N, P, D, F_v)
 
         if axis_name is not None:
             if num_graphs != 1:

@@ -42,6 +42,7 @@ import numpy as np
 from jaxtyping import Array, Bool, Float, Integer
 
 from efa_calc.nn import erope
+from efa_calc.nn.dense import Dense
 from efa_calc.nn.lebedev import lebedev_grid
 from efa_calc.nn.long_range import LongRangeConfig, register
 
@@ -171,6 +172,49 @@ def use_pair_kernel(num_graphs: int, nodes_per_graph: int | None, lebedev_num: i
     return num_graphs * nodes_per_graph**2 * lebedev_num * qk_features // 4 <= PAIR_KERNEL_MAX_ELEMENTS
 
 
+def quadrature_cosine_kernel(
+    positions: Float[Array, "G S 3"],
+    directions: Float[np.ndarray, "M 3"],
+    weights: Float[np.ndarray, "M"],
+    omega: Float[np.ndarray, "K"],
+) -> Float[Array, "G S S K"]:
+    """C_ijk = Σ_m w_m cos(ω_k u_m·(r_i − r_j)) for every atom pair of each graph.
+
+    A ``custom_jvp`` with the analytic tangent
+
+        dC_ijk = D_ijk · (dr_i − dr_j),   D_ijk = −Σ_m w_m ω_k u_m sin(ω_k u_m·r_ij),
+
+    so that reverse mode keeps only D (G, S, S, K, 3) instead of the (G, S, S, M, K) phase,
+    cosine and sine arrays, and every EFA layer on the same grid shares one evaluation
+    (XLA merges the identical computations; the layers' cotangents meet in (G, S, S, K)).
+
+    Args:
+      positions: (G, S, 3) in Å.
+      directions, weights: grid (M, 3) and weights (M,) as numpy arrays (constants).
+      omega: (K,) frequencies in rad/Å (constants).
+    """
+    dtype = positions.dtype
+    u, w, om = (jnp.asarray(a, dtype) for a in (directions, weights, omega))
+
+    def phase(r):
+        proj = jnp.einsum("gix,mx->gim", r, u)
+        return (proj[:, :, None, :] - proj[:, None, :, :])[..., None] * om  # (G, S, S, M, K)
+
+    @jax.custom_jvp
+    def kernel(r):
+        return jnp.einsum("gijmk,m->gijk", jnp.cos(phase(r)), w)
+
+    @kernel.defjvp
+    def _(primals, tangents):
+        (r,), (dr,) = primals, tangents
+        th = phase(r)
+        d = -jnp.einsum("gijmk,m,mx,k->gijkx", jnp.sin(th), w, u, om)
+        dr_ij = dr[:, :, None, :] - dr[:, None, :, :]
+        return jnp.einsum("gijmk,m->gijk", jnp.cos(th), w), jnp.einsum("gijkx,gijx->gijk", d, dr_ij)
+
+    return kernel(positions)
+
+
 def pair_kernel_attention(
     q: Float[Array, "N PD F"],
     k: Float[Array, "N PD F"],
@@ -216,15 +260,17 @@ def pair_kernel_attention(
     qa, qb = jnp.moveaxis(q.reshape(g, s, pd, f // 2, 2), -1, 0)  # (G, S, PD, K) each
     ka, kb = jnp.moveaxis(k.reshape(g, s, pd, f // 2, 2), -1, 0)
     x = jnp.einsum("gipk,gjpk->gijk", qa, ka) + jnp.einsum("gipk,gjpk->gijk", qb, kb)
-    omega = jnp.asarray(omega, positions.dtype)
-    half = fold_antipodal(np.asarray(directions, np.float64), np.asarray(weights, np.float64))
-    directions, weights = (jnp.asarray(a, positions.dtype) for a in (half or (directions, weights)))
     r = positions.reshape(g, s, 3)
-    proj = jnp.einsum("gix,mx->gim", r, directions)  # u_m·r_i; u_m·r_ij = proj_i − proj_j
-    phase = (proj[:, :, None, :] - proj[:, None, :, :])[..., None] * omega  # (G, S, S, M, K)
-    scores = jnp.einsum("gijk,gijmk,m->gij", x, jnp.cos(phase), weights)
-    if half is None:  # the sine part survives only on grids without inversion symmetry
+    half = fold_antipodal(np.asarray(directions, np.float64), np.asarray(weights, np.float64))
+    if half is not None:
+        scores = jnp.einsum("gijk,gijk->gij", x, quadrature_cosine_kernel(r, *half, np.asarray(omega, np.float64)))
+    else:  # the sine part survives only on grids without inversion symmetry
+        omega = jnp.asarray(omega, positions.dtype)
+        directions, weights = (jnp.asarray(a, positions.dtype) for a in (directions, weights))
+        proj = jnp.einsum("gix,mx->gim", r, directions)  # u_m·r_i; u_m·r_ij = proj_i − proj_j
+        phase = (proj[:, :, None, :] - proj[:, None, :, :])[..., None] * omega  # (G, S, S, M, K)
         y = jnp.einsum("gipk,gjpk->gijk", qb, ka) - jnp.einsum("gipk,gjpk->gijk", qa, kb)
+        scores = jnp.einsum("gijk,gijmk,m->gij", x, jnp.cos(phase), weights)
         scores = scores - jnp.einsum("gijk,gijmk,m->gij", y, jnp.sin(phase), weights)
     return jnp.einsum("gij,gjv->giv", scores, v.reshape(g, s, -1)).reshape(g * s, -1)
 
@@ -334,9 +380,9 @@ class EuclideanFastAttention(nn.Module):
         cfg = self.config
         f_qk = cfg.qk_features or x.shape[-1]
         f_v = cfg.v_features or x.shape[-1]
-        q = e3x.nn.Dense(f_qk, dtype=x.dtype, name="query")(x)
-        k = e3x.nn.Dense(f_qk, dtype=x.dtype, name="key")(x)
-        v = e3x.nn.Dense(f_v, dtype=x.dtype, name="value")(x)
+        q = Dense(f_qk, dtype=x.dtype, name="query")(x)
+        k = Dense(f_qk, dtype=x.dtype, name="key")(x)
+        v = Dense(f_v, dtype=x.dtype, name="value")(x)
         if cfg.activation == "gelu":
             q, k = e3x.nn.gelu(q), e3x.nn.gelu(k)
 
