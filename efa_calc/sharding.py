@@ -10,15 +10,17 @@ hosts).  For D devices on the mesh axis :data:`AXIS`:
   centre i it owns (≤ C_edge slots).
 
 * **Halo (ghost atoms).**  The neighbours j of owned atoms that another domain e owns are
-  *ghosts* on d: slots C_own + e·S … C_own + e·S + S − 1 (S = C_ghost, the largest number
-  of atoms any domain e lends to any domain d).  Before every message-passing iteration
-  t ≥ 1 (and once for the positions) each owner sends its atoms' current rows to the
-  domains that need them, with one ``all_to_all`` of a (D, S, …) buffer:
+  *ghosts* on d: rows C_own + e·S … C_own + e·S + S − 1 of the neighbour arrays (S =
+  C_ghost, the largest number of atoms any domain e lends to any domain d).  Before every
+  message-passing iteration (and once for the positions) each owner sends its atoms'
+  current rows to the domains that need them, with one ``all_to_all`` of a (D, S, …) buffer:
 
       ghost rows on d  ←  x_e[send_idx[e, d, :]]    for every e ≠ d
 
   so every owned atom sees exactly the neighbourhood it sees on one device, at every
-  iteration.  Bytes per exchange and device: D·S·P·(L+1)²·F·b (b bytes per number).
+  iteration.  Ghosts only feed messages: every node-wise operation (MLPs, EFA, readout)
+  runs on the C_own owned rows.  Bytes per exchange and device: D·S·P·(L+1)²·F·b
+  (b bytes per number).
 
 * **EFA.**  The grid sums of every EFA layer are summed over owned atoms only and
   all-reduced:  KV_m = Σ_d Σ_{j owned by d} k̃_jm ⊗ v_j  — one ``psum`` of
@@ -184,7 +186,8 @@ class ShardInputs(NamedTuple):
 
     Attributes:
       numbers: (D, C_own) int32 atomic numbers of owned atoms (0: padding).
-      ghost_numbers: (D, D·C_ghost) int32 atomic numbers of ghost slots.
+      ghost_numbers: (D, D·C_ghost) int32 atomic numbers of ghost slots (host side only:
+        the devices receive the ghosts' embeddings).
       positions: (D, C_own, 3) owned positions in Å.
       owned_mask: (D, C_own) bool.
       send_idx: (D, D, C_ghost) int32: row [e, d] lists the owned slots of e that are
@@ -329,8 +332,8 @@ def sharded_energy_and_forces(params: dict, config: ModelConfig, shards: dict, a
     Args:
       params: model parameters (replicated), cast to the positions' dtype here.
       config: the model (evaluation variant).
-      shards: this device's :class:`ShardInputs` fields (without ``global_index``),
-        leading device axis of length 1.
+      shards: this device's :class:`ShardInputs` fields (without the host-only
+        ``global_index`` and ``ghost_numbers``), leading device axis of length 1.
 
     Returns:
       (E, E_own, F_own): total energy in eV (replicated scalar), owned atomic energies
@@ -342,30 +345,27 @@ def sharded_energy_and_forces(params: dict, config: ModelConfig, shards: dict, a
     c_own = sh["positions"].shape[0]
     exchange = functools.partial(_halo_exchange, send_idx=sh["send_idx"], send_mask=sh["send_mask"],
                                  axis_name=axis_name)
-    z = jnp.concatenate([sh["numbers"], sh["ghost_numbers"]])
-    n_local = z.shape[0]
-    node_mask = jnp.concatenate([sh["owned_mask"], jnp.zeros(sh["ghost_numbers"].shape, bool)])
+    z = sh["numbers"]
     # device-varying zeros (derived from a sharded input): the centroid is then broadcast
-    # after its psum's transpose, which stays a (1, 3) all-reduce instead of (n_local, 3)
+    # after its psum's transpose, which stays a (1, 3) all-reduce instead of (C_own, 3)
     segments = z * 0
 
-    def halo(x):
-        return jnp.concatenate([x[:c_own], exchange(x[:c_own])])
+    def halo(a):  # owned rows, then the ghost rows (C_own + D·C_ghost)
+        return jnp.concatenate([a, exchange(a)])
 
     def total(pos_own):
-        pos = jnp.concatenate([pos_own, exchange(pos_own)])
         with jax.default_matmul_precision("highest"):
             e_i = EnergyModel(config).apply(
-                params, z, pos, sh["dst_idx"], sh["src_idx"], sh["edge_mask"], segments, node_mask, 1, n_local,
-                axis_name=axis_name, halo_exchange=halo,
+                params, z, pos_own, sh["dst_idx"], sh["src_idx"], sh["edge_mask"], segments, sh["owned_mask"], 1,
+                c_own, axis_name=axis_name, halo_exchange=halo,
             )
-        return jax.lax.psum(jnp.sum(e_i), axis_name), e_i[:c_own]
+        return jax.lax.psum(jnp.sum(e_i), axis_name), e_i
 
     (energy, e_own), grad = jax.value_and_grad(total, has_aux=True)(sh["positions"])
     return energy, e_own[None], -grad[None]
 
 
-_FIELDS = [f for f in ShardInputs._fields if f != "global_index"]
+_FIELDS = [f for f in ShardInputs._fields if f not in ("global_index", "ghost_numbers")]  # sent to devices
 
 
 @functools.lru_cache(maxsize=None)

@@ -104,15 +104,20 @@ class EnergyModel(nn.Module):
         Sharded evaluation (:mod:`efa_calc.sharding`, inside ``shard_map``) passes the mesh
         ``axis_name`` — graph centroids and the long-range block's global sums are then
         all-reduced over it, and ``node_mask`` marks the atoms this device *owns* — and
-        ``halo_exchange``, x ↦ x with the ghost atoms' rows refreshed from their owners,
-        applied before every iteration t ≥ 1.  Both default to single-device evaluation.
+        ``halo_exchange``, a ↦ [a; ghost rows of a received from their owners]: the arrays
+        then hold this device's owned atoms, neighbours (``src_idx``) index the extended
+        arrays (positions, and the features before every iteration) and centres
+        (``dst_idx``) the owned rows, so node-wise work is done for owned atoms only.  Both
+        default to single-device evaluation (the identity).
         """
         cfg = self.config
         n = positions.shape[0]
         dtype = positions.dtype
 
+        extend = halo_exchange if halo_exchange is not None else (lambda a: a)
+        neighbour_positions = extend(positions)
         # Edge basis; padding edges are moved beyond the cutoff, where the basis is exactly 0.
-        disp = positions[src_idx] - positions[dst_idx]
+        disp = neighbour_positions[src_idx] - positions[dst_idx]
         far = jnp.asarray([2.0 * cfg.cutoff + 1.0, 0.0, 0.0], dtype)
         disp = jnp.where(edge_mask[:, None], disp, far)
         basis = edge_basis(
@@ -137,20 +142,19 @@ class EnergyModel(nn.Module):
 
         for t in range(cfg.num_iterations):
             last = t == cfg.num_iterations - 1
-            if halo_exchange is not None and t > 0:
-                x = halo_exchange(x)
+            x_src = extend(x)
             gate = None
             if cfg.mara_gate is not None:
                 gate = MARAGate(cfg.mara_gate, cfg.cutoff, name=f"mara_gate_{t}")(
-                    x[:, 0, 0, :], positions, dst_idx, src_idx, edge_mask
+                    x_src[:, 0, 0, :], neighbour_positions, dst_idx, src_idx, edge_mask
                 )
             if last:
                 y = MessagePass(max_degree=0, include_pseudotensors=False, dtype=dtype, name=f"message_pass_{t}")(
-                    x, basis, dst_idx, src_idx, n, gate
+                    x_src, basis, dst_idx, src_idx, n, gate
                 )
                 x = e3x.nn.change_max_degree_or_type(x, max_degree=0, include_pseudotensors=False)
             else:
-                y = MessagePass(dtype=dtype, name=f"message_pass_{t}")(x, basis, dst_idx, src_idx, n, gate)
+                y = MessagePass(dtype=dtype, name=f"message_pass_{t}")(x_src, basis, dst_idx, src_idx, n, gate)
             # e3x's Clebsch–Gordan tables are float64 when x64 is on: keep the compute dtype.
             y = _mlp(e3x.nn.add(x, y.astype(dtype)), cfg.num_features, f"local_mlp_{t}", cfg.output_is_zero_at_init)
 
