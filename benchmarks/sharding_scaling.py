@@ -149,10 +149,11 @@ def efa_formula(cfg, d: int, s: int, b: int) -> dict:
     # query/key width D_qk = (L_lr+1)²·F_qk on the scalar/EFA input; value width D_v likewise
     deg = [0 if (t == cfg.num_iterations - 1 or lr.max_degree == 0) else lr.max_degree for t in lr.iterations]
     per_layer = [2 * m * (l + 1) ** 2 * lr.qk_features * (l + 1) ** 2 * lr.v_features * b for l in deg]
-    # x exchanged before iteration t ≥ 1: P·(L+1)²·F; P = 1 after t = 0 (embedding ⊗ basis has
-    # no pseudotensors), P = 2 later (read from the compiled HLO's all-to-all shapes)
-    feat = [(1 if t == 1 else 2) * (cfg.mp_max_degree + 1) ** 2 * cfg.num_features
-            for t in range(1, cfg.num_iterations)]
+    # x exchanged before every iteration: the embedding (F) before t = 0, then P·(L+1)²·F with
+    # P = 1 after t = 0 (embedding ⊗ basis has no pseudotensors), P = 2 later (as the
+    # compiled HLO's all-to-all shapes show)
+    feat = [cfg.num_features] + [(1 if t == 1 else 2) * (cfg.mp_max_degree + 1) ** 2 * cfg.num_features
+                                 for t in range(1, cfg.num_iterations)]
     halo = 2 * d * s * (3 + sum(feat)) * b  # forward and backward all_to_all
     return {"efa_allreduce_per_layer": per_layer, "efa_allreduce": sum(per_layer), "halo_all_to_all": halo}
 

@@ -59,7 +59,6 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from jaxtyping import Float, Int
 
-from efa_calc.batching import edge_bucket, node_bucket
 from efa_calc.config import ModelConfig
 from efa_calc.nn.energy_model import EnergyModel
 
@@ -173,9 +172,15 @@ class Capacities(NamedTuple):
         return need.own <= self.own and need.ghost <= self.ghost and need.edges <= self.edges
 
     @staticmethod
-    def bucket(need: "Capacities", headroom: float = 1.0) -> "Capacities":
-        grow = lambda k: int(np.ceil(max(k, 1) * headroom))  # noqa: E731
-        return Capacities(node_bucket(grow(need.own)), node_bucket(grow(need.ghost)), edge_bucket(need.edges, headroom))
+    def bucket(need: "Capacities", headroom: float = 1.05) -> "Capacities":
+        """``need`` times ``headroom``, rounded up to multiples of 64 owned slots, 16 ghost
+        slots and 1024 pair slots (finer than the single-device ladders of
+        :mod:`efa_calc.batching`: a domain's counts drift little, and padded slots cost as
+        much as real ones)."""
+        def up(k: int, step: int) -> int:
+            return step * max(1, int(np.ceil(k * headroom / step)))
+
+        return Capacities(up(need.own, 64), up(need.ghost, 16), up(need.edges, 1024))
 
     def union(self, other: "Capacities") -> "Capacities":
         return Capacities(*(max(a, b) for a, b in zip(self, other)))
@@ -411,8 +416,8 @@ class ShardedPotential:
 
     The partition is kept between calls (MD) while it fits the slot capacities; a
     structure that leaves them is re-partitioned (``num_repartitions``), and capacities
-    grow by 25 % (a new compile, ``num_capacity_changes``) only when re-partitioning does
-    not suffice.  Nothing is ever truncated.
+    grow to the need plus 25 % (a new compile, ``num_capacity_changes``) only when
+    re-partitioning does not suffice.  The first plan has 5 % headroom.  Nothing is ever truncated.
     """
 
     def __init__(self, config: ModelConfig, params: dict, devices, dtype: str = "float32", method: str = "bisect"):
