@@ -154,12 +154,14 @@ def efa_formula(cfg, d: int, s: int, b: int) -> dict:
     # compiled HLO's all-to-all shapes show)
     feat = [cfg.num_features] + [(1 if t == 1 else 2) * (cfg.mp_max_degree + 1) ** 2 * cfg.num_features
                                  for t in range(1, cfg.num_iterations)]
-    halo = 2 * d * s * (3 + sum(feat)) * b  # forward and backward all_to_all
+    # forward: positions and every exchange; backward: the same without the embedding's
+    # (it depends on the atomic numbers only, so no cotangent flows back)
+    halo = d * s * ((3 + sum(feat)) + (3 + sum(feat[1:]))) * b
     return {"efa_allreduce_per_layer": per_layer, "efa_allreduce": sum(per_layer), "halo_all_to_all": halo}
 
 
 def a2a_formula(cfg, d: int, c_local: int, b: int) -> dict:
-    """All-to-all attention, D·C_local rows.  Forward all-gathers: per layer keys and values
+    """All-to-all attention, D·C_local rows (C_local = owned slots per device).  Forward all-gathers: per layer keys and values
     (F_qk + F_v numbers per row, scalar block input), once positions (3) and the mask
     (1 byte).  Backward reduce-scatters (their transposes): positions once per layer (the
     distance bias), keys and values for layers t ≥ 1 only (at t = 0 they depend on the
@@ -178,13 +180,10 @@ def run_bytes(args):
     mods = models()
     d = 4
     dtype = "float64" if args.float64 else "float32"
-    b = 8 if args.float64 else 4
     rows = []
-    print(f"D = {d}, {dtype}; bytes per device and step (forward + backward), from compiled HLO")
-    print(f"{'model':>10} {'N':>7} {'all-reduce':>12} {'of which EFA':>13} {'formula EFA':>12} "
-          f"{'all-to-all':>11} {'formula halo':>13} {'all-gather':>11} {'red-scatter':>12} {'fml gather':>12} "
-          f"{'fml scatter':>12}")
-    for kind in ("efa", "all_to_all"):
+    if args.reuse:  # recompute the formulas for the measured collectives of an earlier run
+        rows = json.loads((RESULTS / "sharding_bytes.json").read_text())["rows"]
+    for kind in () if args.reuse else ("efa", "all_to_all"):
         cfg, params = mods[kind]
         for n in args.sizes:
             if kind == "all_to_all" and n > args.max_a2a:
@@ -194,23 +193,33 @@ def run_bytes(args):
             sp = ShardedPotential(cfg, params, d, dtype)
             inputs = sp.plan(z, pos, dst, src)
             ops = collectives(sp.lower(inputs).compile().as_text(), d)
-            tot = {c: sum(o["bytes"] for o in ops if o["op"] == c) for c in COLLECTIVES}
-            big_ar = sum(o["bytes"] for o in ops if o["op"] == "all-reduce" and o["bytes"] > 64)
-            cap = sp.capacities
-            c_local = cap.own + d * cap.ghost
-            row = {"model": kind, "atoms": n, "capacities": cap._asdict(), "collectives": ops,
-                   "totals": tot, "allreduce_over_64_bytes": big_ar}
-            if kind == "efa":
-                row["formula"] = efa_formula(cfg, d, cap.ghost, b)
-                print(f"{kind:>10} {n:7d} {tot['all-reduce']:12d} {big_ar:13d} {row['formula']['efa_allreduce']:12d} "
-                      f"{tot['all-to-all']:11d} {row['formula']['halo_all_to_all']:13d} {tot['all-gather']:11d} "
-                      f"{tot['reduce-scatter']:12d} {'':>12}")
-            else:
-                row["formula"] = a2a_formula(cfg, d, c_local, b)
-                f = row["formula"]
-                print(f"{kind:>10} {n:7d} {tot['all-reduce']:12d} {'':>13} {'':>12} {tot['all-to-all']:11d} "
-                      f"{'':>13} {tot['all-gather']:11d} {tot['reduce-scatter']:12d} {f['a2a_gather']:12d} {f['a2a_reduce_scatter']:12d}")
-            rows.append(row)
+            rows.append({"model": kind, "atoms": n, "capacities": sp.capacities._asdict(), "collectives": ops})
+    return bytes_table(rows, mods, d, dtype)
+
+
+def bytes_table(rows, mods, d, dtype):
+    b = 8 if dtype == "float64" else 4
+    print(f"D = {d}, {dtype}; bytes per device and step (forward + backward), from compiled HLO")
+    print(f"{'model':>10} {'N':>7} {'all-reduce':>12} {'of which EFA':>13} {'formula EFA':>12} "
+          f"{'all-to-all':>11} {'formula halo':>13} {'all-gather':>11} {'red-scatter':>12} {'fml gather':>12} "
+          f"{'fml scatter':>12}")
+    for row in rows:
+        kind, n, ops, cap = row["model"], row["atoms"], row["collectives"], row["capacities"]
+        cfg = mods[kind][0]
+        tot = {c: sum(o["bytes"] for o in ops if o["op"] == c) for c in COLLECTIVES}
+        big_ar = sum(o["bytes"] for o in ops if o["op"] == "all-reduce" and o["bytes"] > 64)
+        halo = efa_formula(mods["efa"][0], d, cap["ghost"], b)["halo_all_to_all"]  # same MPNN
+        row.update(totals=tot, allreduce_over_64_bytes=big_ar)
+        if kind == "efa":
+            row["formula"] = efa_formula(cfg, d, cap["ghost"], b)
+            print(f"{kind:>10} {n:7d} {tot['all-reduce']:12d} {big_ar:13d} {row['formula']['efa_allreduce']:12d} "
+                  f"{tot['all-to-all']:11d} {halo:13d} {tot['all-gather']:11d} {tot['reduce-scatter']:12d}")
+        else:
+            row["formula"] = {**a2a_formula(cfg, d, cap["own"], b), "halo_all_to_all": halo}
+            f = row["formula"]
+            print(f"{kind:>10} {n:7d} {tot['all-reduce']:12d} {'':>13} {'':>12} {tot['all-to-all']:11d} "
+                  f"{halo:13d} {tot['all-gather']:11d} {tot['reduce-scatter']:12d} {f['a2a_gather']:12d} "
+                  f"{f['a2a_reduce_scatter']:12d}")
     # formula extrapolation 10^3 … 10^6 (per device, D = 4; halo from the measured ghost slots ∝ N^(2/3))
     cfg = mods["efa"][0]
     table = []
@@ -219,7 +228,7 @@ def run_bytes(args):
     for n in (10**3, 10**4, 10**5, 10**6):
         s = int(np.ceil(g0 * n ** (2 / 3)))
         fe = efa_formula(cfg, d, s, b)
-        fa = a2a_formula(mods["all_to_all"][0], d, int(np.ceil(n / d)) + d * s, b)
+        fa = a2a_formula(mods["all_to_all"][0], d, int(np.ceil(n / d)), b)
         table.append({"atoms": n, "efa_allreduce": fe["efa_allreduce"], "halo_all_to_all": fe["halo_all_to_all"],
                       "a2a_gather_forward": fa["a2a_gather"], "a2a_total": fa["a2a_total"], "ghost_slots": s})
     print("formula, D = 4 (halo slots scaled as N^(2/3) from the largest measured cluster):")
@@ -269,6 +278,7 @@ def main():
     ap.add_argument("--max-a2a", type=int, default=8000)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--float64", action="store_true")
+    ap.add_argument("--reuse", action="store_true", help="bytes: recompute formulas for the saved measurements")
     args = ap.parse_args()
     res = {"memory": run_memory, "bytes": run_bytes, "time": run_time}[args.what](args)
     res["jax"] = jax.__version__
