@@ -35,10 +35,10 @@ hosts).  For D devices on the mesh axis :data:`AXIS`:
   transpose of each ``psum`` of grid sums is a ``psum`` of their cotangents.  No force
   array of size N exists on any device.
 
-Shapes are static (jit-friendly): C_own, C_ghost and C_edge are rounded up to the buckets
-of :mod:`efa_calc.batching` and only ever grow; a structure that leaves them is first
+Shapes are static (jit-friendly): C_own, C_ghost and C_edge are rounded up
+(:meth:`Capacities.bucket`) and only ever grow; a structure that leaves them is first
 re-partitioned, and capacities grow (one new compile) only if that does not suffice —
-atoms and pairs are never dropped.
+atoms and pairs are never dropped.  Units: positions in Å, energies in eV, forces in eV/Å.
 
 Several hosts: call ``jax.distributed.initialize(...)`` in every process before creating
 the :class:`ShardedPotential` (or ``EFACalculator(..., devices=...)``) and pass the global
