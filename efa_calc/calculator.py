@@ -45,7 +45,7 @@ from ase.calculators.calculator import Calculator, all_changes
 from efa_calc.batching import edge_bucket, node_bucket, pad_graphs
 from efa_calc.checkpoint import Checkpoint, EnergyShift, load_checkpoint
 from efa_calc.envelope import check_physical_distances
-from efa_calc.errors import ExtrapolationError, ExtrapolationWarning
+from efa_calc.errors import ExtrapolationError, ExtrapolationWarning, InputError
 from efa_calc.models import resolve_model
 from efa_calc.neighbors import VerletList, neighbor_pairs
 from efa_calc.potential import Potential
@@ -88,6 +88,13 @@ class EFACalculator(Calculator):
         y_i = Σ_j Σ_k ⟨q_i^(k), k_j^(k)⟩ j₀(ω_k r_ij) v_j / √D (O(N²); same parameters).
         Rotation invariant at every distance, so ``max_length`` no longer limits the
         structure.
+      devices: spread every structure over several jax devices (and hosts) — a number D
+        (the first D of ``jax.devices()``) or a list of ``jax.Device`` of one platform;
+        ``None`` (default) evaluates on one device (``device``).  Domain decomposition with
+        a one-cutoff halo; EFA's grid sums are all-reduced (:mod:`efa_calc.sharding`,
+        ``docs/scaling.md``).  Results equal the single-device ones to rounding.  A
+        structure needs at least D atoms (:class:`~efa_calc.errors.InputError`
+        otherwise); ``efa_exact`` cannot be combined with it.
       label, directory, atoms: passed on to ASE's ``Calculator``.  Any other keyword
         argument is a ``TypeError`` (ASE would silently keep it as an unused parameter).
     """
@@ -104,11 +111,13 @@ class EFACalculator(Calculator):
         lebedev_num: int | None = None,
         guard: str = "warn",
         efa_exact: bool = False,
+        devices=None,
         **kwargs,
     ):
         unknown = [k for k in kwargs if k not in _ASE_KWARGS]
         if unknown:
-            allowed = ["model", "dtype", "device", "strict", "skin", "lebedev_num", "guard", "efa_exact", *_ASE_KWARGS]
+            allowed = ["model", "dtype", "device", "strict", "skin", "lebedev_num", "guard", "efa_exact", "devices",
+                       *_ASE_KWARGS]
             hint = difflib.get_close_matches(unknown[0], allowed, n=1)
             raise TypeError(
                 f"EFACalculator got an unexpected keyword argument {unknown[0]!r}"
@@ -123,12 +132,23 @@ class EFACalculator(Calculator):
             raise ValueError(f"EFACalculator: strict={strict!r}; allowed: True or False")
         if not (isinstance(skin, (int, float)) and math.isfinite(skin) and 0 <= skin <= 5):
             raise ValueError(f"EFACalculator: skin={skin!r} Å; allowed: a number from 0 to 5 Å")
+        if devices is not None and device is not None:
+            raise ValueError("EFACalculator: give either device= (one device) or devices= (sharded), not both")
+        if devices is not None and efa_exact:
+            raise ValueError("EFACalculator: efa_exact=True (the O(N²) exact EFA kernel) cannot be sharded "
+                             "over devices")
         super().__init__(**kwargs)
         specs = list(model) if isinstance(model, (list, tuple)) else [model]
         if not specs:
             raise ValueError("EFACalculator needs at least one model")
         self.checkpoints = [_load(s) for s in specs]
         self.potentials = [Potential(c, dtype, device, lebedev_num, efa_exact) for c in self.checkpoints]
+        self.sharded = None
+        if devices is not None:
+            from efa_calc.sharding import ShardedPotential
+
+            self.sharded = [ShardedPotential(p.config, c.params, devices, dtype) for p, c in
+                            zip(self.potentials, self.checkpoints)]
         self.dtype = dtype
         self.strict = strict
         self.guard = guard
@@ -238,8 +258,12 @@ class EFACalculator(Calculator):
                 log.info("EFACalculator: %d pairs exceed the pair bucket %d; moving to %d (one new compile)",
                          len(dst), self._edge_capacity, new)
             self._edge_capacity = new
-        batch = pad_graphs([atoms.numbers], [atoms.positions], [(dst, src)], self._node_capacity, self._edge_capacity)
-        outs = [self._evaluate_one(p, batch, n, atoms.numbers) for p in self.potentials]
+        if self.sharded is not None:
+            outs = self._evaluate_sharded(atoms, dst, src)
+        else:
+            batch = pad_graphs([atoms.numbers], [atoms.positions], [(dst, src)], self._node_capacity,
+                               self._edge_capacity)
+            outs = [self._evaluate_one(p, batch, n, atoms.numbers) for p in self.potentials]
         extrapolation = self._guard_finish(atoms, reasons, [o[0] for o in outs])
         self.results = self._combine(outs)
         self.results["extrapolation"] = extrapolation
@@ -249,6 +273,21 @@ class EFACalculator(Calculator):
         _, forces, e_i = pot(batch, int(batch.node_mask.shape[0]))
         e_i = e_i[:n].astype(np.float64) + pot.checkpoint.energy_shift.atomic(numbers)
         return float(np.sum(e_i)), forces[:n].copy(), e_i.astype(pot.np_dtype)
+
+    def _evaluate_sharded(self, atoms: Atoms, dst, src, where: str = "structure") -> list:
+        """(energy, forces, atomic energies) of every member, each spread over the devices."""
+        d = self.sharded[0].num_domains
+        if len(atoms) < d:
+            raise InputError(
+                f"{where} has {len(atoms)} atoms, fewer than the {d} devices it should be spread over; "
+                f"use devices=None (one device) or at most {len(atoms)} devices"
+            )
+        outs = []
+        for sp, pot in zip(self.sharded, self.potentials):
+            _, forces, e_i = sp(atoms.numbers, atoms.positions, dst, src)
+            e_i = e_i.astype(np.float64) + pot.checkpoint.energy_shift.atomic(atoms.numbers)
+            outs.append((float(np.sum(e_i)), forces.astype(pot.np_dtype), e_i.astype(pot.np_dtype)))
+        return outs
 
     def _combine(self, outs: list) -> dict:
         energies = np.array([o[0] for o in outs])
@@ -280,6 +319,16 @@ class EFACalculator(Calculator):
         for k, a in enumerate(structures):
             self._check(a, f"structure {k}")
         out: list[dict] = []
+        if self.sharded is not None:  # one structure at a time, each spread over the devices
+            for k, a in enumerate(structures):
+                pairs = neighbor_pairs(a.positions, self.cutoff)
+                reasons = self._guard_structure(a, pairs)
+                self._guard_finish(a, reasons, None, f"structure {k}")
+                outs = self._evaluate_sharded(a, *pairs, where=f"structure {k}")
+                res = self._combine(outs)
+                res["extrapolation"] = self._guard_finish(a, reasons, [o[0] for o in outs], f"structure {k}")
+                out.append(res)
+            return out
         for start in range(0, len(structures), batch_size):
             chunk = structures[start : start + batch_size]
             pairs = [neighbor_pairs(a.positions, self.cutoff) for a in chunk]

@@ -207,7 +207,7 @@ def test_envelope_round_trip_and_margins():
 
 
 # ---------------------------------------------------------------- calculator arguments, single atom
-@pytest.mark.parametrize("kwargs, name", [({"dtyp": "float64"}, "dtyp"), ({"devices": 4}, "devices")])
+@pytest.mark.parametrize("kwargs, name", [({"dtyp": "float64"}, "dtyp"), ({"device_count": 4}, "device_count")])
 def test_unknown_keyword_is_a_type_error_naming_it(kwargs, name):
     _need("cumulene-efa")
     with pytest.raises(TypeError, match=f"unexpected keyword argument '{name}'"):

@@ -21,7 +21,7 @@ padding graphs (``graph_mask`` False) get zero energy.  Units: Å in, eV and eV/
 from __future__ import annotations
 
 import functools
-from typing import NamedTuple, Optional
+from typing import Callable, NamedTuple, Optional
 
 import e3x
 import flax.linen as nn
@@ -96,14 +96,28 @@ class EnergyModel(nn.Module):
         node_mask: Bool[Array, "N"],
         num_graphs: int,
         nodes_per_graph: Optional[int] = None,
+        axis_name: Optional[str] = None,
+        halo_exchange: Optional[Callable] = None,
     ) -> Float[Array, "N"]:
-        """Atomic energies E_i in eV, shape (N,); zero for padding atoms."""
+        """Atomic energies E_i in eV, shape (N,); zero for padding atoms.
+
+        Sharded evaluation (:mod:`efa_calc.sharding`, inside ``shard_map``) passes the mesh
+        ``axis_name`` — graph centroids and the long-range block's global sums are then
+        all-reduced over it, and ``node_mask`` marks the atoms this device *owns* — and
+        ``halo_exchange``, a ↦ [a; ghost rows of a received from their owners]: the arrays
+        then hold this device's owned atoms, neighbours (``src_idx``) index the extended
+        arrays (positions, and the features before every iteration) and centres
+        (``dst_idx``) the owned rows, so node-wise work is done for owned atoms only.  Both
+        default to single-device evaluation (the identity).
+        """
         cfg = self.config
         n = positions.shape[0]
         dtype = positions.dtype
 
+        extend = halo_exchange if halo_exchange is not None else (lambda a: a)
+        neighbour_positions = extend(positions)
         # Edge basis; padding edges are moved beyond the cutoff, where the basis is exactly 0.
-        disp = positions[src_idx] - positions[dst_idx]
+        disp = neighbour_positions[src_idx] - positions[dst_idx]
         far = jnp.asarray([2.0 * cfg.cutoff + 1.0, 0.0, 0.0], dtype)
         disp = jnp.where(edge_mask[:, None], disp, far)
         basis = edge_basis(
@@ -122,22 +136,25 @@ class EnergyModel(nn.Module):
             mask = node_mask.astype(dtype)[:, None]
             total = jax.ops.segment_sum(positions * mask, batch_segments, num_graphs)
             count = jax.ops.segment_sum(mask, batch_segments, num_graphs)
+            if axis_name is not None:
+                total, count = jax.lax.psum((total, count), axis_name)
             centred = positions - (total / jnp.maximum(count, 1.0))[batch_segments]
 
         for t in range(cfg.num_iterations):
             last = t == cfg.num_iterations - 1
+            x_src = extend(x)
             gate = None
             if cfg.mara_gate is not None:
                 gate = MARAGate(cfg.mara_gate, cfg.cutoff, name=f"mara_gate_{t}")(
-                    x[:, 0, 0, :], positions, dst_idx, src_idx, edge_mask
+                    x_src[:, 0, 0, :], neighbour_positions, dst_idx, src_idx, edge_mask
                 )
             if last:
                 y = MessagePass(max_degree=0, include_pseudotensors=False, dtype=dtype, name=f"message_pass_{t}")(
-                    x, basis, dst_idx, src_idx, n, gate
+                    x_src, basis, dst_idx, src_idx, n, gate
                 )
                 x = e3x.nn.change_max_degree_or_type(x, max_degree=0, include_pseudotensors=False)
             else:
-                y = MessagePass(dtype=dtype, name=f"message_pass_{t}")(x, basis, dst_idx, src_idx, n, gate)
+                y = MessagePass(dtype=dtype, name=f"message_pass_{t}")(x_src, basis, dst_idx, src_idx, n, gate)
             # e3x's Clebsch–Gordan tables are float64 when x64 is on: keep the compute dtype.
             y = _mlp(e3x.nn.add(x, y.astype(dtype)), cfg.num_features, f"local_mlp_{t}", cfg.output_is_zero_at_init)
 
@@ -149,8 +166,9 @@ class EnergyModel(nn.Module):
                     x_lr = e3x.nn.change_max_degree_or_type(
                         x, max_degree=lr.max_degree, include_pseudotensors=lr.include_pseudotensors
                     )
+                sharded = {} if axis_name is None else {"axis_name": axis_name}
                 y_nl = block(lr.kind).module(lr, name=f"long_range_{t}")(
-                    x_lr, centred, batch_segments, node_mask, num_graphs, nodes_per_graph
+                    x_lr, centred, batch_segments, node_mask, num_graphs, nodes_per_graph, **sharded
                 )
                 y_nl = Dense(cfg.num_features, dtype=dtype, name=f"long_range_projection_{t}")(y_nl.astype(dtype))
                 y_nl = _mlp(e3x.nn.add(y_nl, x), cfg.num_features, f"long_range_mlp_{t}", cfg.output_is_zero_at_init)

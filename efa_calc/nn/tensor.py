@@ -226,7 +226,9 @@ def aggregate_messages(
     def body(total, chunk_arrays):
         return total + part(*chunk_arrays), None
 
-    total, _ = jax.lax.scan(body, jnp.zeros(out_shape, x.dtype), edge_arrays)
+    # zeros_like(x): inside shard_map (efa_calc.sharding) the carry must vary over the mesh
+    # axis like x and the chunks do; elsewhere it is jnp.zeros
+    total, _ = jax.lax.scan(body, jnp.zeros_like(x, shape=out_shape), edge_arrays)
     return total
 
 

@@ -23,6 +23,7 @@ Masked pairs (padding atoms, other structures) get zero weight.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import ClassVar, Optional
 
@@ -35,7 +36,7 @@ from jaxtyping import Array, Bool, Float, Integer
 
 from efa_calc.nn.dense import Dense
 from efa_calc.nn.long_range import LongRangeConfig, register
-from efa_calc.nn.long_range.efa import pair_j0, pair_layout
+from efa_calc.nn.long_range.efa import pair_j0, pair_layout, safe_distances
 
 __all__ = ["AllToAllConfig", "AllToAllAttention", "distance_frequencies"]
 
@@ -103,8 +104,16 @@ class AllToAllAttention(nn.Module):
         node_mask: Bool[Array, "N"],
         num_graphs: int,
         nodes_per_graph: Optional[int] = None,
+        axis_name: Optional[str] = None,
     ) -> Float[Array, "N P D Fv"]:
-        """(N, P, (L+1)², F) features and positions (Å) → (N, P, (L+1)², F_v)."""
+        """(N, P, (L+1)², F) features and positions (Å) → (N, P, (L+1)², F_v).
+
+        ``axis_name`` (sharded evaluation of one structure, :mod:`efa_calc.sharding`):
+        ``node_mask`` marks the atoms this device owns; keys, values, positions and the
+        mask of every device are all-gathered over the mesh axis (D·N_local rows each:
+        all-to-all attention has no N-independent summary), and the local queries attend
+        to all of them.
+        """
         cfg = self.config
         n, p, d, f = x.shape
         h = cfg.num_heads
@@ -117,20 +126,40 @@ class AllToAllAttention(nn.Module):
         k = nn.Dense(f_qk, dtype=dtype, name="key")(scalars).reshape(n, h, f_qk // h)
         v = Dense(f_v, dtype=dtype, name="value")(x)  # (N, P, D, F_v)
 
-        g, s, same = pair_layout(n, batch_segments, num_graphs, nodes_per_graph)
-        q, k = q.reshape(g, s, h, -1), k.reshape(g, s, h, -1)
+        if axis_name is not None:
+            if num_graphs != 1:
+                raise ValueError("sharded all-to-all attention evaluates one structure (num_graphs=1)")
+            gather = functools.partial(jax.lax.all_gather, axis_name=axis_name, axis=0, tiled=True)
+            k, v, key_pos, key_mask = gather(k), gather(v), gather(positions), gather(node_mask)
+            g, s, same, s_key = 1, n, None, k.shape[0]
+        else:
+            g, s, same = pair_layout(n, batch_segments, num_graphs, nodes_per_graph)
+            key_pos, key_mask, s_key = positions, node_mask, s
+        q, k = q.reshape(g, s, h, -1), k.reshape(g, s_key, h, -1)
         scores = jnp.einsum("gihc,gjhc->ghij", q, k) / np.sqrt(f_qk // h)
         if cfg.distance_bias:
             w = self.param("distance_weights", nn.initializers.constant(1.0 / cfg.num_frequencies),
                            (h, cfg.num_frequencies)).astype(dtype)
-            j0 = pair_j0(positions.astype(dtype).reshape(g, s, 3), distance_frequencies(cfg))  # (G, S, S, K)
+            if axis_name is None:
+                j0 = pair_j0(positions.astype(dtype).reshape(g, s, 3), distance_frequencies(cfg))  # (G, S, S, K)
+            else:
+                j0 = pair_j0_between(positions.astype(dtype), key_pos.astype(dtype), distance_frequencies(cfg))
             bias = jnp.log(jax.nn.softplus(jnp.einsum("gijk,hk->ghij", j0, w)) + cfg.epsilon)
             scores = scores + bias
-        mask = node_mask.reshape(g, 1, 1, s)
+        mask = key_mask.reshape(g, 1, 1, s_key)
         if same is not None:
             mask = mask & same[:, None]
         scores = jnp.where(mask, scores, _MASKED)
         attn = jax.nn.softmax(scores, axis=-1) * mask  # a fully masked row (padding graph) gives 0
-        vh = v.reshape(g, s, p, d, h, f_v // h)
+        vh = v.reshape(g, s_key, p, d, h, f_v // h)
         y = jnp.einsum("ghij,gjpdhc->gipdhc", attn, vh)
         return y.reshape(n, p, d, f_v)
+
+
+def pair_j0_between(
+    positions: Float[Array, "N 3"], key_positions: Float[Array, "Nk 3"], omega: np.ndarray
+) -> Float[Array, "1 N Nk K"]:
+    """j₀(ω_k |r_i − r_j|) between local atoms i and gathered key atoms j (1 at r = 0, with
+    a finite gradient there, as :func:`~efa_calc.nn.long_range.efa.pair_j0`)."""
+    dist = safe_distances(positions[:, None, :] - key_positions[None, :, :])
+    return jnp.sinc(dist[..., None] * jnp.asarray(np.asarray(omega) / np.pi, positions.dtype))[None]

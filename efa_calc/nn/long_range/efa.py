@@ -108,8 +108,12 @@ def linear_attention(
     batch_segments: Integer[Array, "N"],
     num_graphs: int,
     nodes_per_graph: Optional[int] = None,
+    axis_name: Optional[str] = None,
 ) -> Float[Array, "N Dv"]:
     """y_i = Σ_m q_im · Σ_{j∈g(i)} k_jm ⊗ v_j, summing over atoms before contracting.
+
+    With ``axis_name`` (inside ``shard_map``) the grid sums KV_gm are all-reduced over that
+    mesh axis: one ``psum`` of G·M·D_qk·D_v numbers, whatever the number of atoms.
 
     Two exact layouts, chosen statically:
 
@@ -128,9 +132,13 @@ def linear_attention(
         if g * s != n:
             raise ValueError(f"slot layout needs num_graphs*nodes_per_graph == N, got {g}*{s} != {n}")
         kv = jnp.einsum("gsmd,gsv->gmdv", k.reshape(g, s, m, d), v.reshape(g, s, -1))
+        if axis_name is not None:
+            kv = jax.lax.psum(kv, axis_name)
         return jnp.einsum("gsmd,gmdv->gsv", q.reshape(g, s, m, d), kv).reshape(n, -1)
     onehot = (batch_segments[:, None] == jnp.arange(num_graphs)[None, :]).astype(v.dtype)  # (N, G)
     kv = jnp.einsum("nmd,ngv->gmdv", k, onehot[:, :, None] * v[:, None, :])
+    if axis_name is not None:
+        kv = jax.lax.psum(kv, axis_name)
     per_graph = jnp.einsum("nmd,gmdv->ngv", q, kv)
     return jnp.einsum("ngv,ng->nv", per_graph, onehot)
 
@@ -350,6 +358,7 @@ class EuclideanFastAttention(nn.Module):
         node_mask: Bool[Array, "N"],
         num_graphs: int,
         nodes_per_graph: Optional[int] = None,
+        axis_name: Optional[str] = None,
     ) -> Float[Array, "N Pv Dv Fv"]:
         """Apply EFA.
 
@@ -361,6 +370,9 @@ class EuclideanFastAttention(nn.Module):
           node_mask: (N,) False for padding atoms.
           num_graphs: G (static).
           nodes_per_graph: static slot size, see :func:`linear_attention`.
+          axis_name: sharded evaluation (:mod:`efa_calc.sharding`): ``node_mask`` marks the
+            atoms this device owns, and the grid sums are all-reduced over this mesh axis
+            (always the linear order; the exact kernel cannot be sharded).
 
         Returns:
           (N, P, (L+1)², F_v): the value's parity and degree, F_v channels.
@@ -378,6 +390,8 @@ class EuclideanFastAttention(nn.Module):
         u, w = lebedev_grid(cfg.lebedev_num)
         omega = erope.frequencies(f_qk, cfg.max_frequency, cfg.max_length)
         mask = node_mask.astype(dtype)
+        if axis_name is not None and cfg.kernel == "exact":
+            raise ValueError("EFA's exact kernel (O(N²), efa_exact=True) cannot be sharded; use the Lebedev kernel")
         if cfg.kernel == "exact":
             n = q.shape[0]
             d_qk = q.shape[1] * q.shape[2] * q.shape[3]
@@ -387,7 +401,7 @@ class EuclideanFastAttention(nn.Module):
                 nodes_per_graph,
             )
             return y.reshape(v.shape)
-        if use_pair_kernel(num_graphs, nodes_per_graph, len(w), f_qk):
+        if axis_name is None and use_pair_kernel(num_graphs, nodes_per_graph, len(w), f_qk):
             n = q.shape[0]
             d_qk = q.shape[1] * q.shape[2] * q.shape[3]
             y = pair_kernel_attention(
@@ -404,6 +418,6 @@ class EuclideanFastAttention(nn.Module):
         q_rot = q_rot * (jnp.asarray(w, dtype)[None, :, None] / np.sqrt(d_qk))
         k_rot = k_rot * mask[:, None, None]
         v_flat = v.reshape(n, -1) * mask[:, None]
-        y = linear_attention(q_rot, k_rot, v_flat, batch_segments, num_graphs, nodes_per_graph)
+        y = linear_attention(q_rot, k_rot, v_flat, batch_segments, num_graphs, nodes_per_graph, axis_name)
         return y.reshape(v.shape)
 
