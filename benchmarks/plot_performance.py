@@ -92,7 +92,7 @@ def md_throughput(results: Path, out: Path) -> None:
     fig, ax = plt.subplots(figsize=(7, 3.8))
     labels = [f"{row.get('system', '')} {row.get('engine', '')} R={row.get('replicas', 1)} {row.get('dtype', '')}"
               for row in rows]
-    ax.barh(labels[::-1], [row.get("total_steps_per_s", row.get("steps_per_s", 0.0)) for row in rows][::-1])
+    ax.barh(labels[::-1], [row.get("replica_steps_per_s", row.get("steps_per_s", 0.0)) for row in rows][::-1])
     ax.set(xscale="log", xlabel="MD steps per second (all replicas)", title="MD throughput, CPU")
     fig.tight_layout()
     fig.savefig(out / "performance_md_throughput.png", dpi=120)
