@@ -46,7 +46,8 @@ from efa_calc.neighbors import neighbor_pairs  # noqa: E402
 from efa_calc.potential import Potential, compiled_energy_and_forces  # noqa: E402
 from efa_calc.structures import cumulene, sn2_complex  # noqa: E402
 
-_BYTES = {"f16": 2, "bf16": 2, "f32": 4, "f64": 8, "s32": 4, "u32": 4, "s64": 8, "u64": 8, "pred": 1, "s8": 1, "u8": 1}
+#: bytes per element of the HLO element types
+HLO_DTYPE_BYTES = {"f16": 2, "bf16": 2, "f32": 4, "f64": 8, "s32": 4, "u32": 4, "s64": 8, "u64": 8, "pred": 1, "s8": 1, "u8": 1}
 _SKIP = {"bitcast", "parameter", "constant", "get-tuple-element", "tuple"}
 _INSTR = re.compile(r"\s*(?:ROOT )?%?[\w.\-]+ = (\w+)\[([\d,]*)\]\S* ([\w\-]+)\(")
 
@@ -64,7 +65,7 @@ def top_level_instructions(hlo: str):
             continue
         dims = [int(d) for d in m.group(2).split(",") if d]
         op = re.search(r'op_name="([^"]*)"', line)
-        yield int(np.prod(dims)) * _BYTES.get(m.group(1), 4), m.group(3), f"{m.group(1)}[{m.group(2)}]", (op.group(1) if op else "")
+        yield int(np.prod(dims)) * HLO_DTYPE_BYTES.get(m.group(1), 4), m.group(3), f"{m.group(1)}[{m.group(2)}]", (op.group(1) if op else "")
 
 
 def layer_breakdown(hlo: str) -> dict[str, float]:

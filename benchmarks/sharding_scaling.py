@@ -41,9 +41,9 @@ from efa_calc.nn.energy_model import init_params  # noqa: E402
 from efa_calc.nn.long_range.all_to_all import AllToAllConfig  # noqa: E402
 from efa_calc.potential import compiled_energy_and_forces  # noqa: E402
 from efa_calc.sharding import ShardedPotential  # noqa: E402
+from kernel_cost import HLO_DTYPE_BYTES as DTYPE_BYTES  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
-DTYPE_BYTES = {"f64": 8, "f32": 4, "s32": 4, "u32": 4, "pred": 1, "s64": 8, "bf16": 2, "f16": 2, "u8": 1, "s8": 1}
 COLLECTIVES = ("all-reduce", "all-gather", "reduce-scatter", "all-to-all", "collective-permute")
 
 

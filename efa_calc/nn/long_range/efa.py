@@ -48,7 +48,7 @@ from efa_calc.nn.long_range import LongRangeConfig, register
 
 __all__ = [
     "EFAConfig", "EuclideanFastAttention", "exact_kernel_attention", "linear_attention", "pair_kernel_attention",
-    "use_pair_kernel", "pair_layout", "pair_j0", "safe_distances",
+    "use_pair_kernel", "pair_layout", "pair_j0", "pair_phases", "safe_distances",
 ]
 
 KERNELS = ("lebedev", "exact")
@@ -172,6 +172,14 @@ def use_pair_kernel(num_graphs: int, nodes_per_graph: int | None, lebedev_num: i
     return num_graphs * nodes_per_graph**2 * lebedev_num * qk_features // 4 <= PAIR_KERNEL_MAX_ELEMENTS
 
 
+def pair_phases(
+    positions: Float[Array, "G S 3"], directions: Float[Array, "M 3"], omega: Float[Array, "K"]
+) -> Float[Array, "G S S M K"]:
+    """ω_k u_m·(r_i − r_j) for every atom pair of each graph (rad; positions in Å)."""
+    proj = jnp.einsum("gix,mx->gim", positions, directions)  # u_m·r_i; u_m·r_ij = proj_i − proj_j
+    return (proj[:, :, None, :] - proj[:, None, :, :])[..., None] * omega
+
+
 def quadrature_cosine_kernel(
     positions: Float[Array, "G S 3"],
     directions: Float[np.ndarray, "M 3"],
@@ -196,18 +204,14 @@ def quadrature_cosine_kernel(
     dtype = positions.dtype
     u, w, om = (jnp.asarray(a, dtype) for a in (directions, weights, omega))
 
-    def phase(r):
-        proj = jnp.einsum("gix,mx->gim", r, u)
-        return (proj[:, :, None, :] - proj[:, None, :, :])[..., None] * om  # (G, S, S, M, K)
-
     @jax.custom_jvp
     def kernel(r):
-        return jnp.einsum("gijmk,m->gijk", jnp.cos(phase(r)), w)
+        return jnp.einsum("gijmk,m->gijk", jnp.cos(pair_phases(r, u, om)), w)
 
     @kernel.defjvp
     def _(primals, tangents):
         (r,), (dr,) = primals, tangents
-        th = phase(r)
+        th = pair_phases(r, u, om)
         d = -jnp.einsum("gijmk,m,mx,k->gijkx", jnp.sin(th), w, u, om)
         dr_ij = dr[:, :, None, :] - dr[:, None, :, :]
         return jnp.einsum("gijmk,m->gijk", jnp.cos(th), w), jnp.einsum("gijkx,gijx->gijk", d, dr_ij)
@@ -265,10 +269,8 @@ def pair_kernel_attention(
     if half is not None:
         scores = jnp.einsum("gijk,gijk->gij", x, quadrature_cosine_kernel(r, *half, np.asarray(omega, np.float64)))
     else:  # the sine part survives only on grids without inversion symmetry
-        omega = jnp.asarray(omega, positions.dtype)
-        directions, weights = (jnp.asarray(a, positions.dtype) for a in (directions, weights))
-        proj = jnp.einsum("gix,mx->gim", r, directions)  # u_m·r_i; u_m·r_ij = proj_i − proj_j
-        phase = (proj[:, :, None, :] - proj[:, None, :, :])[..., None] * omega  # (G, S, S, M, K)
+        directions, weights, omega = (jnp.asarray(a, positions.dtype) for a in (directions, weights, omega))
+        phase = pair_phases(r, directions, omega)
         y = jnp.einsum("gipk,gjpk->gijk", qb, ka) - jnp.einsum("gipk,gjpk->gijk", qa, kb)
         scores = jnp.einsum("gijk,gijmk,m->gij", x, jnp.cos(phase), weights)
         scores = scores - jnp.einsum("gijk,gijmk,m->gij", y, jnp.sin(phase), weights)
