@@ -162,3 +162,18 @@ def test_chunked_message_aggregation_equals_one_pass_with_gradients():
         np.testing.assert_allclose(o2, o1, rtol=1e-12, atol=1e-12)
         for a, b in zip(g2, g1):
             np.testing.assert_allclose(a, b, rtol=1e-11, atol=1e-12)
+
+        # Every input's gradient (gate and weights too), with and without a gate, and the
+        # second order that training uses (a loss on forces, differentiated by the weights).
+        def loss(fw, kernel, gate, radial, chunk):
+            def energy(radial):
+                return jnp.sum(jnp.sin(aggregate_messages(x, radial, angular, dst, src, gate, n, fw, kernel, 2, 2,
+                                                          chunk=chunk)))
+            return energy(radial) + jnp.sum(jax.grad(energy)(radial) ** 2)
+
+        for g in (gate, None):
+            h1 = jax.grad(loss, argnums=(0, 1, 2, 3) if g is not None else (0, 1, 3))(fw, kernel, g, radial, 1000)
+            h2 = jax.grad(loss, argnums=(0, 1, 2, 3) if g is not None else (0, 1, 3))(fw, kernel, g, radial, 7)
+            for a, b in zip(h2, h1):
+                assert float(jnp.max(jnp.abs(b))) > 1e-6
+                np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-11)

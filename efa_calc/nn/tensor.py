@@ -150,7 +150,7 @@ def messages(
     x: Float[Array, "N P D F"],
     radial: Float[Array, "E K"],
     angular: Float[Array, "E Db"],
-    src_idx: Integer[Array, "E"],
+    src_idx: Optional[Integer[Array, "E"]],
     filter_weights: Float[Array, "Lb K F"],
     kernel: Float[Array, "1 Lb P L P3 L3 F"],
     p3n: int,
@@ -159,9 +159,10 @@ def messages(
     """The message m_e of every edge (module docstring), a pure function.
 
     Args:
-      x: node features (N, P, (L+1)², F).
+      x: node features (N, P, (L+1)², F), or the source features of every edge
+        (E, P, (L+1)², F) when ``src_idx`` is ``None``.
       radial, angular: the edge basis (:class:`EdgeBasis`).
-      src_idx: (E,) source atom of every edge.
+      src_idx: (E,) source atom of every edge (``None``: ``x`` is already per edge).
       filter_weights: V (L_b+1, K, F); kernel: the path weights W.
       p3n, l3max: output parity slots and degree.
     """
@@ -173,7 +174,8 @@ def messages(
     blocks: dict[int, Array] = {}  # ℓ₃ → (E, P₃, 2ℓ₃+1, F)
     for b in range(l2max + 1):
         # Slice before the gather: the backward pass then pads an (N, …) array, not (E, …).
-        x_b = x[:, :, _block(b), :][src_idx]  # (E, P, 2b+1, F)
+        x_b = x[:, :, _block(b), :]
+        x_b = x_b if src_idx is None else x_b[src_idx]  # (E, P, 2b+1, F)
         for c in range(l3max + 1):
             here = [p for p in paths if (p.l2, p.l3) == (b, c)]
             if not here:
@@ -187,16 +189,17 @@ def messages(
             z = jnp.einsum("eajk,eqjf->eaqkf", t, x_b)
             term = jnp.einsum("eaqkf,aqrf,eaf->erkf", z, w, rho[:, np.asarray(ls), :])
             blocks[c] = blocks[c] + term if c in blocks else term
-    e = src_idx.shape[0]
+    e = radial.shape[0]
     return jnp.concatenate(
         [blocks.get(c, jnp.zeros((e, p3n, 2 * c + 1, features), dtype)) for c in range(l3max + 1)], axis=-2
     )
 
 
-#: Edge lists longer than this are processed in chunks of this many edges (a ``lax.scan``
-#: with rematerialisation), so that per-edge features never exist for all edges at once:
-#: the memory of a call then grows with the atoms, not with atoms × neighbours × features.
-EDGE_CHUNK = 16384
+#: Edge lists longer than this are processed in chunks of at most this many edges (a
+#: ``lax.scan`` whose backward pass recomputes each chunk), so that per-edge features never
+#: exist for all edges at once: the memory of a call grows with the atoms, not with atoms ×
+#: neighbours × features, and a chunk's working set stays in cache.
+EDGE_CHUNK = 1024
 
 
 def aggregate_messages(
@@ -204,36 +207,76 @@ def aggregate_messages(
     l3max: int, chunk: Optional[int] = None,
 ) -> Float[Array, "N P3 D3 F"]:
     """m_i = Σ_{e: dst_e = i} g_e m_e, in edge chunks when E > ``chunk`` (default
-    :data:`EDGE_CHUNK`, read at trace time; same sum, exactly: padding edges carry a zero
-    radial part)."""
+    :data:`EDGE_CHUNK`, read at trace time; the same sum: padding edges carry a zero
+    radial part).  Chunks are balanced (E split into equal parts, rounded up to 64) so
+    that padding stays below 64 edges per chunk.
+
+    The chunked sum has its own reverse-mode rule (:func:`_chunked_messages`): it
+    recomputes each chunk's messages and scatters their cotangents into one accumulator,
+    in place.  Autodiff of the plain scan would instead add a full (N, P, D, F) cotangent
+    per chunk, a cost that grows with atoms × chunks.  Consequence: forward-mode
+    differentiation (``jax.jvp``, ``jax.hessian``) is not available for structures with
+    more than ``chunk`` pairs; reverse mode to any order is (training differentiates forces).
+    """
     chunk = EDGE_CHUNK if chunk is None else chunk
-    # No gate, no multiply: inside the chunk loop a gate of ones is not a constant XLA can
-    # fold, and multiplying every (E, P3, D3, F) message by it cost ~9 % of an N = 2000 call.
-    edges = (radial, angular, dst_idx, src_idx) + (() if edge_gate is None else (edge_gate.astype(x.dtype),))
-
-    def part(radial, angular, dst, src, gate=None):
-        m = messages(x, radial, angular, src, filter_weights, kernel, p3n, l3max)
-        if gate is not None:
-            m = m * gate[:, None, None, None]
-        return jax.ops.segment_sum(m, dst, num_segments)
-
     e = src_idx.shape[0]
     if e <= chunk:
-        return part(*edges)
+        m = messages(x, radial, angular, src_idx, filter_weights, kernel, p3n, l3max)
+        # No gate, no multiply: a gate of ones would cost an (E, P3, D3, F) pass.
+        m = m if edge_gate is None else m * edge_gate.astype(m.dtype)[:, None, None, None]
+        return jax.ops.segment_sum(m, dst_idx, num_segments)
     n_chunks = -(-e // chunk)
-    pad = n_chunks * chunk - e
-    edge_arrays = [jnp.pad(a, [(0, pad)] + [(0, 0)] * (a.ndim - 1)) for a in edges]
-    edge_arrays = [a.reshape(n_chunks, chunk, *a.shape[1:]) for a in edge_arrays]
-    out_shape = (num_segments, p3n, (l3max + 1) ** 2, x.shape[-1])
+    size = -(-(-(-e // n_chunks)) // 64) * 64
+    pad = n_chunks * size - e
+    gate = jnp.ones((e,), x.dtype) if edge_gate is None else edge_gate.astype(x.dtype)
+    edges = [jnp.pad(a, [(0, pad)] + [(0, 0)] * (a.ndim - 1)).reshape(n_chunks, size, *a.shape[1:])
+             for a in (radial, angular, gate, dst_idx, src_idx)]
+    return _chunked_messages(num_segments, p3n, l3max, edge_gate is not None, x, filter_weights, kernel, *edges)
 
-    @jax.checkpoint  # keep only the chunk's inputs for the backward pass; recompute the rest
-    def body(total, chunk_arrays):
-        return total + part(*chunk_arrays), None
+
+def _chunk_messages(x_e, filter_weights, kernel, radial, angular, gate, p3n, l3max, gated):
+    m = messages(x_e, radial, angular, None, filter_weights, kernel, p3n, l3max)
+    return m * gate[:, None, None, None] if gated else m
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2, 3))
+def _chunked_messages(num_segments, p3n, l3max, gated, x, filter_weights, kernel, radial, angular, gate, dst, src):
+    """Σ over chunks (leading axis of radial … src) of the scattered chunk messages."""
+
+    def body(total, c):
+        radial, angular, gate, dst, src = c
+        m = _chunk_messages(x[src], filter_weights, kernel, radial, angular, gate, p3n, l3max, gated)
+        return total.at[dst].add(m), None
 
     # zeros_like(x): inside shard_map (efa_calc.sharding) the carry must vary over the mesh
     # axis like x and the chunks do; elsewhere it is jnp.zeros
-    total, _ = jax.lax.scan(body, jnp.zeros_like(x, shape=out_shape), edge_arrays)
+    shape = (num_segments, p3n, (l3max + 1) ** 2, x.shape[-1])
+    total, _ = jax.lax.scan(body, jnp.zeros_like(x, shape=shape), (radial, angular, gate, dst, src))
     return total
+
+
+def _chunked_fwd(num_segments, p3n, l3max, gated, x, filter_weights, kernel, radial, angular, gate, dst, src):
+    out = _chunked_messages(num_segments, p3n, l3max, gated, x, filter_weights, kernel, radial, angular, gate, dst, src)
+    return out, (x, filter_weights, kernel, radial, angular, gate, dst, src)  # inputs only: chunks are recomputed
+
+
+def _chunked_bwd(num_segments, p3n, l3max, gated, res, ct):
+    x, filter_weights, kernel, radial, angular, gate, dst, src = res
+
+    def body(acc, c):
+        ct_x, ct_fw, ct_k = acc
+        radial, angular, gate, dst, src = c
+        _, vjp = jax.vjp(lambda *a: _chunk_messages(*a, p3n=p3n, l3max=l3max, gated=gated),
+                         x[src], filter_weights, kernel, radial, angular, gate)
+        g_xe, g_fw, g_k, g_rad, g_ang, g_gate = vjp(ct[dst])
+        return (ct_x.at[src].add(g_xe), ct_fw + g_fw, ct_k + g_k), (g_rad, g_ang, g_gate)
+
+    zeros = (jnp.zeros_like(x), jnp.zeros_like(filter_weights), jnp.zeros_like(kernel))
+    (ct_x, ct_fw, ct_k), (ct_rad, ct_ang, ct_gate) = jax.lax.scan(body, zeros, (radial, angular, gate, dst, src))
+    return ct_x, ct_fw, ct_k, ct_rad, ct_ang, ct_gate, None, None
+
+
+_chunked_messages.defvjp(_chunked_fwd, _chunked_bwd)
 
 
 class MessagePass(nn.Module):
