@@ -208,8 +208,8 @@ def aggregate_messages(
 ) -> Float[Array, "N P3 D3 F"]:
     """m_i = Σ_{e: dst_e = i} g_e m_e, in edge chunks when E > ``chunk`` (default
     :data:`EDGE_CHUNK`, read at trace time; the same sum: padding edges carry a zero
-    radial part).  Chunks are balanced (E split into equal parts, rounded up to 64) so
-    that padding stays below 64 edges per chunk.
+    radial part).  Chunks are balanced (E split into ⌈E/chunk⌉ equal parts, rounded up to
+    a multiple of 64) so that padding stays below 64 edges per chunk.
 
     The chunked sum has its own reverse-mode rule (:func:`_chunked_messages`): it
     recomputes each chunk's messages and scatters their cotangents into one accumulator,
@@ -226,7 +226,8 @@ def aggregate_messages(
         m = m if edge_gate is None else m * edge_gate.astype(m.dtype)[:, None, None, None]
         return jax.ops.segment_sum(m, dst_idx, num_segments)
     n_chunks = -(-e // chunk)
-    size = -(-(-(-e // n_chunks)) // 64) * 64
+    step = min(64, chunk)
+    size = -(-(-(-e // n_chunks)) // step) * step  # ⌈E / n_chunks⌉ rounded up to a multiple of step
     pad = n_chunks * size - e
     gate = jnp.ones((e,), x.dtype) if edge_gate is None else edge_gate.astype(x.dtype)
     edges = [jnp.pad(a, [(0, pad)] + [(0, 0)] * (a.ndim - 1)).reshape(n_chunks, size, *a.shape[1:])
