@@ -212,29 +212,27 @@ def aggregate_messages(
     l3max: int, chunk: Optional[int] = None,
 ) -> Float[Array, "N P3 D3 F"]:
     """m_i = Σ_{e: dst_e = i} g_e m_e, in edge chunks of at most ``chunk`` (default
-    :data:`EDGE_CHUNK`, read at trace time) when E > :data:`CHUNKS_ABOVE` · ``chunk``
-    (the same sum: padding edges carry a zero
-    radial part).  Chunks are balanced (E split into ⌈E/chunk⌉ equal parts, rounded up to
-    a multiple of 64) so that padding stays below 64 edges per chunk.
+    :data:`EDGE_CHUNK`, read at trace time) when E > :data:`CHUNKS_ABOVE` · ``chunk``; the
+    same sum, as padding edges carry a zero radial part.  Chunks are balanced (E split
+    into ⌈E/chunk⌉ equal parts, rounded up to a multiple of 64) so that padding stays
+    below 64 edges per chunk.
 
     The chunked sum has its own reverse-mode rule (:func:`_chunked_messages`): it
     recomputes each chunk's messages and scatters their cotangents into one accumulator,
     in place.  Autodiff of the plain scan would instead add a full (N, P, D, F) cotangent
     per chunk, a cost that grows with atoms × chunks.  Consequence: forward-mode
     differentiation (``jax.jvp``, ``jax.hessian``) is not available for structures with
-    more than 4096 pairs (default); reverse mode to any order is (training differentiates
-    forces).
+    more than CHUNKS_ABOVE · chunk pairs (4096 by default); reverse mode to any order is
+    (training differentiates forces).
     """
     chunk = EDGE_CHUNK if chunk is None else chunk
     e = src_idx.shape[0]
     if e <= CHUNKS_ABOVE * chunk:
-        m = messages(x, radial, angular, src_idx, filter_weights, kernel, p3n, l3max)
-        # No gate, no multiply: a gate of ones would cost an (E, P3, D3, F) pass.
-        m = m if edge_gate is None else m * edge_gate.astype(m.dtype)[:, None, None, None]
+        m = _gated_messages(x, src_idx, filter_weights, kernel, radial, angular, edge_gate, p3n, l3max)
         return jax.ops.segment_sum(m, dst_idx, num_segments)
-    n_chunks = -(-e // chunk)
+    n_chunks = _ceil_div(e, chunk)
     step = min(64, chunk)
-    size = -(-(-(-e // n_chunks)) // step) * step  # ⌈E / n_chunks⌉ rounded up to a multiple of step
+    size = _ceil_div(_ceil_div(e, n_chunks), step) * step
     pad = n_chunks * size - e
     gate = jnp.ones((e,), x.dtype) if edge_gate is None else edge_gate.astype(x.dtype)
     edges = [jnp.pad(a, [(0, pad)] + [(0, 0)] * (a.ndim - 1)).reshape(n_chunks, size, *a.shape[1:])
@@ -242,9 +240,15 @@ def aggregate_messages(
     return _chunked_messages(num_segments, p3n, l3max, edge_gate is not None, x, filter_weights, kernel, *edges)
 
 
-def _chunk_messages(x_e, filter_weights, kernel, radial, angular, gate, p3n, l3max, gated):
-    m = messages(x_e, radial, angular, None, filter_weights, kernel, p3n, l3max)
-    return m * gate[:, None, None, None] if gated else m
+def _ceil_div(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def _gated_messages(x, src_idx, filter_weights, kernel, radial, angular, gate, p3n, l3max):
+    """:func:`messages` times the edge gate; no gate, no multiply (a gate of ones would cost
+    an (E, P3, D3, F) pass that XLA cannot fold inside the chunk loop)."""
+    m = messages(x, radial, angular, src_idx, filter_weights, kernel, p3n, l3max)
+    return m if gate is None else m * gate.astype(m.dtype)[:, None, None, None]
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2, 3))
@@ -253,7 +257,7 @@ def _chunked_messages(num_segments, p3n, l3max, gated, x, filter_weights, kernel
 
     def body(total, c):
         radial, angular, gate, dst, src = c
-        m = _chunk_messages(x[src], filter_weights, kernel, radial, angular, gate, p3n, l3max, gated)
+        m = _gated_messages(x[src], None, filter_weights, kernel, radial, angular, gate if gated else None, p3n, l3max)
         return total.at[dst].add(m), None
 
     # zeros_like(x): inside shard_map (efa_calc.sharding) the carry must vary over the mesh
@@ -274,8 +278,11 @@ def _chunked_bwd(num_segments, p3n, l3max, gated, res, ct):
     def body(acc, c):
         ct_x, ct_fw, ct_k = acc
         radial, angular, gate, dst, src = c
-        _, vjp = jax.vjp(lambda *a: _chunk_messages(*a, p3n=p3n, l3max=l3max, gated=gated),
-                         x[src], filter_weights, kernel, radial, angular, gate)
+        def chunk_messages(x_e, filter_weights, kernel, radial, angular, gate):
+            return _gated_messages(x_e, None, filter_weights, kernel, radial, angular, gate if gated else None, p3n,
+                                   l3max)
+
+        _, vjp = jax.vjp(chunk_messages, x[src], filter_weights, kernel, radial, angular, gate)
         g_xe, g_fw, g_k, g_rad, g_ang, g_gate = vjp(ct[dst])
         return (ct_x.at[src].add(g_xe), ct_fw + g_fw, ct_k + g_k), (g_rad, g_ang, g_gate)
 
