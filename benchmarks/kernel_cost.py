@@ -39,11 +39,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from efa_calc.batching import edge_bucket, node_bucket, pad_graphs  # noqa: E402
-from efa_calc.checkpoint import load_checkpoint  # noqa: E402
+from efa_calc.backends.base import Graph, Slots  # noqa: E402
+from efa_calc.backends.single import Potential, tight_slots  # noqa: E402
+from efa_calc.checkpoint import Checkpoint, load_checkpoint  # noqa: E402
+from efa_calc.graphs.neighbors import neighbor_pairs  # noqa: E402
+from efa_calc.graphs.padding import pad_graphs  # noqa: E402
 from efa_calc.models import resolve_model  # noqa: E402
-from efa_calc.neighbors import neighbor_pairs  # noqa: E402
-from efa_calc.potential import Potential, compiled_energy_and_forces  # noqa: E402
 from efa_calc.structures import cumulene, sn2_complex  # noqa: E402
 
 #: bytes per element of the HLO element types
@@ -78,8 +79,8 @@ def layer_breakdown(hlo: str) -> dict[str, float]:
     return dict(groups.most_common())
 
 
-def cost(fn, args, static) -> dict:
-    compiled = fn.lower(*args, static).compile()
+def cost(lowered) -> dict:
+    compiled = lowered.compile()
     ca = compiled.cost_analysis()
     ca = ca[0] if isinstance(ca, (list, tuple)) else ca
     hlo = compiled.as_text()
@@ -96,54 +97,45 @@ def cost(fn, args, static) -> dict:
     }
 
 
-def molecule_batch(model: str, atoms):
-    """(Potential, padded batch, slots) as the calculator builds them."""
-    ckpt = load_checkpoint(resolve_model(model))
-    pot = Potential(ckpt, "float32")
-    dst, src = neighbor_pairs(atoms.positions, ckpt.config.cutoff)
-    s = node_bucket(len(atoms))
-    return pot, pad_graphs([atoms.numbers], [atoms.positions], [(dst, src)], s, edge_bucket(len(dst)),
-                           dtype=np.float32), s
+def molecule_call(model: str, atoms):
+    """(Potential, graph, slots) as the calculator builds them."""
+    pot = Potential(load_checkpoint(resolve_model(model)), "float32")
+    graph = Graph(atoms.numbers, atoms.positions, *neighbor_pairs(atoms.positions, pot.config.cutoff))
+    return pot, graph, tight_slots([graph])
 
 
 def profile(directory: str, calls: int = 200) -> None:
-    pot, b, s = molecule_batch("cumulene-efa", cumulene(9, 30.0))
-    pot(b, s)
+    pot, graph, slots = molecule_call("cumulene-efa", cumulene(9, 30.0))
+    pot.predict([graph], slots)
     with jax.profiler.trace(directory):
         for _ in range(calls):
-            pot(b, s)
+            pot.predict([graph], slots)
     print(f"profile of {calls} C9H4 calls written to {directory}")
 
 
 def molecule_case(model: str, atoms) -> dict:
-    pot, b, s = molecule_batch(model, atoms)
-    return {"atoms": len(atoms), "atom_slots": s, "pair_slots": int(len(b.dst_idx)),
-            **cost(pot._fn, (pot._params, b), s)}
+    pot, graph, slots = molecule_call(model, atoms)
+    return {"atoms": len(atoms), "atom_slots": slots.nodes_per_graph, "pair_slots": slots.num_edges,
+            **cost(pot.lower([graph], slots))}
 
 
 def large_case(n: int) -> dict:
     from model_scaling import SN2_EFA, cluster
 
-    from efa_calc.config import from_reference_hyperparameters
-    from efa_calc.nn.energy_model import Batch, init_params
+    from efa_calc.nn.energy_model import init_params
+    from efa_calc.reference import from_reference_hyperparameters
 
     cfg = from_reference_hyperparameters(SN2_EFA)
     pos = cluster(n)
     z = np.where(np.random.default_rng(1).random(n) < 0.5, 1, 6)
-    dst, src = neighbor_pairs(pos, cfg.cutoff)
-    b = pad_graphs([z], [pos], [(dst, src)], n, len(dst), dtype=np.float32)
-    params = init_params(cfg, jax.random.PRNGKey(0), Batch(*map(jax.numpy.asarray, b)))
+    graph = Graph(z, pos, *neighbor_pairs(pos, cfg.cutoff))
+    slots = Slots(n, len(graph.dst), 1)
+    probe = pad_graphs([z], [pos], [(graph.dst, graph.src)], *slots, dtype=np.float32)
+    params = jax.tree_util.tree_map(np.asarray, init_params(cfg, jax.random.PRNGKey(0), probe))
     # XLA's cost analysis counts a loop body once: measure the program without edge chunks
     # (the chunked one computes the same sums in a loop, plus the rematerialised forward).
-    from efa_calc.nn import tensor
-
-    saved, tensor.EDGE_CHUNK = getattr(tensor, "EDGE_CHUNK", None), 1 << 62
-    try:
-        fn = jax.jit(compiled_energy_and_forces(cfg).__wrapped__, static_argnums=(2,))
-        return {"atoms": n, "pairs": int(len(dst)), "edge_chunks": False, **cost(fn, (params, b), n)}
-    finally:
-        if saved is not None:
-            tensor.EDGE_CHUNK = saved
+    pot = Potential(Checkpoint(cfg, params, ["H", "C"]), "float32", edge_chunk=0)
+    return {"atoms": n, "pairs": int(len(graph.dst)), "edge_chunks": False, **cost(pot.lower([graph], slots))}
 
 
 def main(argv=None):

@@ -64,9 +64,9 @@ def cluster(n: int, density: float = 0.1, seed: int = 0) -> np.ndarray:
 def model(variant: str):
     import jax
 
-    from efa_calc.batching import pad_graphs
+    from efa_calc.graphs.padding import pad_graphs
     from efa_calc.checkpoint import Checkpoint
-    from efa_calc.neighbors import neighbor_pairs
+    from efa_calc.graphs.neighbors import neighbor_pairs
     from efa_calc.nn.energy_model import init_params
     from efa_calc.train import load_train_config
 
@@ -86,23 +86,23 @@ def measure(variant: str, n: int, max_gib: float, calls: int = 5) -> dict:
     from ase import Atoms
 
     from efa_calc import EFACalculator
-    from efa_calc.batching import edge_bucket, node_bucket, pad_graphs
-    from efa_calc.neighbors import neighbor_pairs
+    from efa_calc.backends.base import Graph
+    from efa_calc.backends.single import tight_slots
+    from efa_calc.graphs.neighbors import neighbor_pairs
 
     ckpt = model(variant)
     pos = cluster(n)
     z = np.where(np.random.default_rng(1).random(n) < 0.5, 1, 6)
     pairs = neighbor_pairs(pos, ckpt.config.cutoff)
-    slots, edges = node_bucket(n), edge_bucket(len(pairs[0]))
-    batch = pad_graphs([z], [pos], [pairs], slots, edges, dtype=np.float32)
+    graph = Graph(z, pos, *pairs)
+    slots = tight_slots([graph])
     calc = EFACalculator(ckpt, strict=False)
-    pot = calc.potentials[0]
     with jax.enable_x64(False):
-        compiled = pot._fn.lower(pot._params, batch, slots).compile()
+        compiled = calc.potentials[0].lower([graph], slots).compile()
     mem = compiled.memory_analysis()
     cost = compiled.cost_analysis()
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-    row = {"variant": variant, "N": n, "pairs": int(len(pairs[0])), "slots": slots,
+    row = {"variant": variant, "N": n, "pairs": int(len(pairs[0])), "slots": slots.nodes_per_graph,
            "temp_MiB": mem.temp_size_in_bytes / 2**20, "argument_MiB": mem.argument_size_in_bytes / 2**20,
            "gflop": float(cost.get("flops", float("nan"))) / 1e9,
            "bytes_accessed_MB": float(cost.get("bytes accessed", float("nan"))) / 1e6}

@@ -63,11 +63,11 @@ def cluster(n: int, density: float = 0.1, dmin: float = 0.9, seed: int = 0) -> n
 def single(n: int, local: bool, repeats: int = 3) -> dict:
     import jax
 
-    from efa_calc.batching import pad_graphs
-    from efa_calc.config import from_reference_hyperparameters
-    from efa_calc.neighbors import neighbor_pairs
+    from efa_calc.graphs.padding import pad_graphs
+    from efa_calc.reference import from_reference_hyperparameters
+    from efa_calc.graphs.neighbors import neighbor_pairs
     from efa_calc.nn.energy_model import Batch, init_params
-    from efa_calc.potential import compiled_energy_and_forces
+    from efa_calc.backends.single import compiled_energy_and_forces
 
     pos = cluster(n)
     cfg = from_reference_hyperparameters(SN2_LOCAL if local else SN2_EFA)
@@ -76,7 +76,7 @@ def single(n: int, local: bool, repeats: int = 3) -> dict:
     dst, src = neighbor_pairs(pos, cfg.cutoff)
     t_nl = time.perf_counter() - t0
     b = pad_graphs([z], [pos], [(dst, src)], n, len(dst), dtype=np.float32)
-    params = init_params(cfg, jax.random.PRNGKey(0), Batch(*map(jax.numpy.asarray, b)))
+    params = init_params(cfg, jax.random.PRNGKey(0), jax.tree_util.tree_map(jax.numpy.asarray, b))
     fn = compiled_energy_and_forces(cfg)
     t0 = time.perf_counter()
     jax.block_until_ready(fn(params, b, n))

@@ -9,7 +9,7 @@ numpy pair list (all pairs i ≠ j closer than the cutoff, no padding) and
 reproduces ``reference_predictions.npz`` (printed below), so both sides compute the same
 function with the same parameters.
 
-efa-calc is measured twice: the kernel call (:class:`efa_calc.potential.Potential` on the
+efa-calc is measured twice: the kernel call (:class:`efa_calc.backends.single.Potential` on the
 padded batch the calculator builds) and the full ``atoms.get_forces()`` of
 :class:`efa_calc.EFACalculator` (validation, pair list, padding, guard included).
 
@@ -47,10 +47,10 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import efa_calc.nn.energy_model as energy_model  # noqa: E402
 import efa_calc.nn.long_range.efa as efa_block  # noqa: E402
 from efa_calc import EFACalculator  # noqa: E402
-from efa_calc.batching import edge_bucket, node_bucket, pad_graphs  # noqa: E402
-from efa_calc.neighbors import neighbor_pairs  # noqa: E402
+from efa_calc.graphs.padding import edge_bucket, node_bucket, pad_graphs  # noqa: E402
+from efa_calc.graphs.neighbors import neighbor_pairs  # noqa: E402
 from efa_calc.nn.energy_model import Batch, energy_and_forces  # noqa: E402
-from efa_calc.potential import Potential  # noqa: E402
+from efa_calc.backends.single import Potential  # noqa: E402
 from efa_calc.reference import checkpoint_from_reference  # noqa: E402
 
 
@@ -86,7 +86,7 @@ def reference_style(ckpt, dtype=np.float32):
     def apply(params, z, r, dst, src):
         n, e = r.shape[0], dst.shape[0]
         b = Batch(z, r, dst, src, jnp.ones(e, bool), jnp.zeros(n, jnp.int32), jnp.ones(n, bool), jnp.ones(1, bool))
-        energy, forces, _ = energy_and_forces(params, cfg, b, nodes_per_graph=n)
+        energy, forces, _ = energy_and_forces(params, cfg, b.replace(nodes_per_graph=n))
         return energy, forces
 
     def call(z, r):
@@ -108,7 +108,7 @@ def efa_calc_kernel(ckpt):
         dst, src = neighbor_pairs(r, ckpt.config.cutoff)
         s = node_bucket(len(z))
         b = pad_graphs([z], [r], [(dst, src)], s, edge_bucket(len(dst)), dtype=np.float32)
-        e_g, f, _ = pot(b, s)
+        e_g, f, _ = pot.run(b)
         return float(e_g[0]), f[: len(z)]
 
     return call

@@ -33,14 +33,15 @@ from pathlib import Path  # noqa: E402
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
-from efa_calc.batching import edge_bucket, node_bucket, pad_graphs  # noqa: E402
+from efa_calc.graphs.padding import edge_bucket, node_bucket, pad_graphs  # noqa: E402
 from efa_calc.checkpoint import load_checkpoint  # noqa: E402
 from efa_calc.models import resolve_model  # noqa: E402
-from efa_calc.neighbors import neighbor_pairs  # noqa: E402
+from efa_calc.graphs.neighbors import neighbor_pairs  # noqa: E402
+from efa_calc.checkpoint import Checkpoint  # noqa: E402
 from efa_calc.nn.energy_model import init_params  # noqa: E402
 from efa_calc.nn.long_range.all_to_all import AllToAllConfig  # noqa: E402
-from efa_calc.potential import compiled_energy_and_forces  # noqa: E402
-from efa_calc.sharding import ShardedPotential  # noqa: E402
+from efa_calc.backends.single import compiled_energy_and_forces  # noqa: E402
+from efa_calc.backends.sharded import ShardedPotential  # noqa: E402
 from kernel_cost import HLO_DTYPE_BYTES as DTYPE_BYTES  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -101,7 +102,7 @@ def single_device(cfg, params, z, pos, dtype):
     n = len(z)
     b = pad_graphs([z], [pos], [(dst, src)], node_bucket(n), edge_bucket(len(dst)), dtype=dtype)
     p = jax.tree_util.tree_map(lambda a: np.asarray(a, dtype), params)
-    return compiled_energy_and_forces(cfg).lower(p, b, node_bucket(n)), (p, b, node_bucket(n)), (dst, src)
+    return compiled_energy_and_forces(cfg).lower(p, b), (p, b), (dst, src)
 
 
 def memory_figures(compiled) -> dict:
@@ -125,9 +126,9 @@ def run_memory(args):
     print(f"{'1 (plain)':>10} {base['temp'] / 2**20:10.1f} {base['argument'] / 2**20:9.1f} "
           f"{base['temp_plus_argument'] / 2**20:13.1f} {1.0:7.3f}")
     for d in args.devices:
-        sp = ShardedPotential(cfg, params, d, "float64" if args.float64 else "float32")
+        sp = ShardedPotential(Checkpoint(cfg, params, ['H', 'C']), d, "float64" if args.float64 else "float32")
         inputs = sp.plan(z, pos, dst, src)
-        mem = memory_figures(sp.lower(inputs).compile())
+        mem = memory_figures(sp.lower_inputs(inputs).compile())
         ratio = mem["temp_plus_argument"] / base["temp_plus_argument"]
         counts = np.bincount(sp.owner, minlength=d).tolist()
         ghosts = int(inputs.send_mask.sum())
@@ -190,9 +191,9 @@ def run_bytes(args):
                 continue
             z, pos = cluster(n)
             dst, src = neighbor_pairs(pos, cfg.cutoff)
-            sp = ShardedPotential(cfg, params, d, dtype)
+            sp = ShardedPotential(Checkpoint(cfg, params, ['H', 'C']), d, dtype)
             inputs = sp.plan(z, pos, dst, src)
-            ops = collectives(sp.lower(inputs).compile().as_text(), d)
+            ops = collectives(sp.lower_inputs(inputs).compile().as_text(), d)
             rows.append({"model": kind, "atoms": n, "capacities": sp.capacities._asdict(), "collectives": ops})
     return bytes_table(rows, mods, d, dtype)
 
@@ -257,7 +258,7 @@ def run_time(args):
     print(f"N = {args.atoms}; median of {args.repeats} (noisy: 2 physical cores shared by all host devices)")
     print(f"  plain single device: {np.median(ts):.3f} s")
     for d in args.devices:
-        sp = ShardedPotential(cfg, params, d, dtype)
+        sp = ShardedPotential(Checkpoint(cfg, params, ['H', 'C']), d, dtype)
         sp(z, pos, dst, src)
         ts = []
         for _ in range(args.repeats):

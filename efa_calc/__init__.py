@@ -5,7 +5,7 @@ Units everywhere: energies in eV, lengths in Å, forces in eV/Å, time in fs, te
 
 from efa_calc.calculator import EFACalculator
 from efa_calc.checkpoint import Checkpoint, EnergyShift, load_checkpoint, save_checkpoint
-from efa_calc.config import AllToAllConfig, EFAConfig, MARAGateConfig, ModelConfig
+from efa_calc.nn.config import AllToAllConfig, EFAConfig, MARAGateConfig, ModelConfig
 from efa_calc.errors import CheckpointError, EFAError, ExtrapolationError, ExtrapolationWarning, InputError
 from efa_calc.models import list_models
 

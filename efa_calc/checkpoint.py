@@ -45,7 +45,7 @@ import numpy as np
 from ase.data import atomic_numbers as _Z
 from flax.traverse_util import flatten_dict, unflatten_dict
 
-from efa_calc.config import ModelConfig
+from efa_calc.nn.config import ModelConfig
 from efa_calc.envelope import Envelope
 from efa_calc.errors import CheckpointError
 
@@ -275,7 +275,8 @@ def expected_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
     import jax
     import jax.numpy as jnp
 
-    from efa_calc.nn.energy_model import Batch, init_params
+    from efa_calc.nn.batch import Batch
+    from efa_calc.nn.energy_model import init_params
 
     n, e = 4, 4
     dummy = Batch(

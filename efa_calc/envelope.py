@@ -140,7 +140,7 @@ class Envelope:
     ) -> "Envelope":
         """The envelope of training structures with reference energies (eV) ``energies``;
         ``energy_shift`` is the checkpoint's :class:`~efa_calc.checkpoint.EnergyShift`."""
-        from efa_calc.neighbors import neighbor_pairs
+        from efa_calc.graphs.neighbors import neighbor_pairs
 
         elements: set[int] = set()
         mins: dict[str, float] = {}
@@ -203,7 +203,7 @@ class Envelope:
 
         ``pairs`` = (dst, src) within at least the cutoff (computed when ``None``).
         """
-        from efa_calc.neighbors import neighbor_pairs
+        from efa_calc.graphs.neighbors import neighbor_pairs
 
         numbers = np.asarray(numbers, int)
         positions = np.asarray(positions, np.float64)

@@ -53,10 +53,11 @@ import jax.numpy as jnp
 import numpy as np
 from ase import units
 
-from efa_calc.batching import edge_bucket
+from efa_calc.graphs.padding import edge_bucket
 from efa_calc.checkpoint import Checkpoint
 from efa_calc.envelope import DISTANCE_MARGIN, PHYSICAL_MIN_DISTANCE_A
-from efa_calc.nn.energy_model import Batch, atomic_energies
+from efa_calc.nn.batch import Batch
+from efa_calc.nn.energy_model import atomic_energies
 
 __all__ = ["JaxMD", "ChunkResult", "FLAGS", "THERMOSTATS", "dense_pairs", "flag_names", "clear_compiled"]
 
@@ -86,7 +87,7 @@ def dense_pairs(positions, cutoff: float, capacity: int):
     Returns ``(dst, src, edge_mask, count)``: slot k holds pair (dst[k], src[k]) when
     ``edge_mask[k]``; ``count`` is the true number of pairs (``count > capacity`` means
     the list is truncated and must not be used).  Same order as
-    :func:`efa_calc.neighbors.neighbor_pairs` (row-major).
+    :func:`efa_calc.graphs.neighbors.neighbor_pairs` (row-major).
     """
     n = positions.shape[0]
     d = positions[None, :, :] - positions[:, None, :]
@@ -247,8 +248,9 @@ class JaxMD:
         offset = (jnp.arange(r, dtype=jnp.int32) * n)[:, None]
         batch = Batch(jnp.tile(jnp.asarray(self.numbers), r), positions.reshape(r * n, 3),
                       (dst + offset).reshape(-1), (src + offset).reshape(-1), edge_mask.reshape(-1),
-                      jnp.repeat(jnp.arange(r, dtype=jnp.int32), n), jnp.ones(r * n, bool), jnp.ones(r, bool))
-        e_i = atomic_energies(params, self.config, batch, n)
+                      jnp.repeat(jnp.arange(r, dtype=jnp.int32), n), jnp.ones(r * n, bool), jnp.ones(r, bool),
+                      nodes_per_graph=n)
+        e_i = atomic_energies(params, self.config, batch)
         return jnp.sum(e_i.reshape(r, n), axis=1)
 
     def force_and_energy(self, capacity: int):

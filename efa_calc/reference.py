@@ -1,4 +1,7 @@
-"""Import of checkpoints written by the reference EFA code (orbax/OCDBT), spec §6.4 and §7.
+"""The reference EFA code's models: its hyperparameters and its checkpoints (orbax/OCDBT), spec §6.4 and §7.
+
+:func:`from_reference_hyperparameters` translates the reference ``EnergyModel`` keyword
+arguments into a :class:`~efa_calc.nn.config.ModelConfig`.
 
 The reference trainer saves ``<run>/ckpt_<step>/params`` with flax auto-generated module
 names (``Embed_0``, ``MessagePass_t``, one shared ``Dense_k`` counter in call order,
@@ -14,15 +17,17 @@ from __future__ import annotations
 import re
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from ase.data import chemical_symbols
 from flax.traverse_util import flatten_dict, unflatten_dict
 
-from efa_calc.config import ModelConfig
 from efa_calc.errors import CheckpointError
+from efa_calc.nn.config import EFAConfig, ModelConfig
 
 __all__ = [
+    "from_reference_hyperparameters",
     "latest_step_dir",
     "load_reference_tree",
     "reference_name_map",
@@ -30,6 +35,91 @@ __all__ = [
     "species_from_element_bias",
     "checkpoint_from_reference",
 ]
+
+
+# Reference EnergyModel keywords that we implement and their defaults (spec §6.1).
+_REF_DEFAULTS: dict[str, Any] = {
+    "cutoff": 5.0,
+    "cutoff_fn": "smooth_cutoff",
+    "num_features": 32,
+    "num_iterations": 2,
+    "mp_max_degree": 2,
+    "radial_basis_fn": "reciprocal_bernstein",
+    "mp_num_basis_fn": 32,
+    "use_switch": True,
+    "output_is_zero_at_init": True,
+    "zmax": 118,
+    "era_use_in_iterations": None,
+    "era_max_degree": None,
+    "era_include_pseudotensors": False,
+    "era_activation_fn": None,
+    "era_max_frequency": None,
+    "era_max_length": None,
+    "era_lebedev_num": None,
+    "era_qk_num_features": None,
+    "era_v_num_features": None,
+}
+# Keywords accepted only at these values (features of the reference we do not implement).
+_REF_UNSUPPORTED: dict[str, Any] = {
+    "num_post_residual_mlps": 0,
+    "self_interaction": False,
+    "atomic_dipole_embedding": False,
+    "era_tensor_integration": False,
+    "emulate_era_block": False,
+    "iterated_tensor_products": False,
+}
+_REF_IGNORED = {"era_num_frequencies"}  # a no-op in the reference (spec §5)
+
+
+def from_reference_hyperparameters(hp: dict) -> ModelConfig:
+    """Translate reference ``EnergyModel`` keyword arguments into a :class:`ModelConfig`.
+
+    Raises:
+      ValueError: for unknown keywords, for features we do not implement (tensor
+        integration, dipole embedding, self-interaction, post-residual MLPs), or for an
+        EFA branch without grid/frequency/length settings.
+    """
+    unknown = sorted(set(hp) - set(_REF_DEFAULTS) - set(_REF_UNSUPPORTED) - _REF_IGNORED)
+    if unknown:
+        raise ValueError(f"unknown reference EnergyModel hyperparameters: {unknown}")
+    for k, ok in _REF_UNSUPPORTED.items():
+        if k in hp and hp[k] is not None and hp[k] != ok:
+            raise ValueError(f"reference hyperparameter {k}={hp[k]!r} is not supported by efa-calc (only {ok!r})")
+    p = {**_REF_DEFAULTS, **{k: v for k, v in hp.items() if k in _REF_DEFAULTS}}
+    act = p["era_activation_fn"]
+    if act in (None, "identity"):
+        act = "identity"
+    elif act not in ("gelu",):
+        raise ValueError(f"era_activation_fn={act!r} not supported (use 'gelu')")
+    lr = None
+    if p["era_use_in_iterations"]:
+        missing = [k for k in ("era_lebedev_num", "era_max_frequency", "era_max_length") if p[k] is None]
+        if missing:
+            raise ValueError(f"EFA is enabled (era_use_in_iterations) but {missing} are not set")
+        lr = EFAConfig(
+            iterations=tuple(p["era_use_in_iterations"]),
+            lebedev_num=int(p["era_lebedev_num"]),
+            max_frequency=float(p["era_max_frequency"]),
+            max_length=float(p["era_max_length"]),
+            max_degree=p["era_max_degree"],
+            include_pseudotensors=bool(p["era_include_pseudotensors"]),
+            qk_features=p["era_qk_num_features"],
+            v_features=p["era_v_num_features"],
+            activation=act,
+        )
+    return ModelConfig(
+        num_features=int(p["num_features"]),
+        num_iterations=int(p["num_iterations"]),
+        cutoff=float(p["cutoff"]),
+        mp_max_degree=int(p["mp_max_degree"]),
+        num_basis_functions=int(p["mp_num_basis_fn"]),
+        radial_basis=str(p["radial_basis_fn"]),
+        cutoff_fn=str(p["cutoff_fn"]),
+        use_switch=bool(p["use_switch"]),
+        output_is_zero_at_init=bool(p["output_is_zero_at_init"]),
+        zmax=int(p["zmax"]),
+        long_range=lr,
+    )
 
 
 def latest_step_dir(ckpt_dir: str | Path) -> Path:
@@ -173,7 +263,6 @@ def checkpoint_from_reference(
       ValueError: unsupported hyperparameters.
     """
     from efa_calc.checkpoint import Checkpoint, EnergyShift
-    from efa_calc.config import from_reference_hyperparameters
 
     config = from_reference_hyperparameters(hyperparameters)
     step_dir = latest_step_dir(ckpt_dir)

@@ -68,7 +68,7 @@ def _release_compiled_executables():
 
     import jax
 
-    from efa_calc.potential import compiled_energy_and_forces
+    from efa_calc.backends.single import compiled_energy_and_forces
 
     compiled_energy_and_forces.cache_clear()
     try:

@@ -35,15 +35,15 @@ if MODE == "multihost":
 from ase import Atoms  # noqa: E402
 
 from efa_calc import EFACalculator  # noqa: E402
-from efa_calc.batching import edge_bucket, node_bucket, pad_graphs  # noqa: E402
-from efa_calc.checkpoint import load_checkpoint  # noqa: E402
-from efa_calc.config import ModelConfig  # noqa: E402
+from efa_calc.graphs.padding import edge_bucket, node_bucket, pad_graphs  # noqa: E402
+from efa_calc.checkpoint import Checkpoint, load_checkpoint  # noqa: E402
+from efa_calc.nn.config import ModelConfig  # noqa: E402
 from efa_calc.models import resolve_model  # noqa: E402
-from efa_calc.neighbors import neighbor_pairs  # noqa: E402
+from efa_calc.graphs.neighbors import neighbor_pairs  # noqa: E402
 from efa_calc.nn.energy_model import energy_and_forces, init_params  # noqa: E402
 from efa_calc.nn.long_range.all_to_all import AllToAllConfig  # noqa: E402
 from efa_calc.nn.long_range.efa import EFAConfig  # noqa: E402
-from efa_calc.sharding import ShardedPotential  # noqa: E402
+from efa_calc.backends.sharded import ShardedPotential  # noqa: E402
 
 
 def cluster(n: int, seed: int, spacing: float = 2.4) -> tuple[np.ndarray, np.ndarray]:
@@ -89,9 +89,14 @@ def random_params(cfg: ModelConfig, seed: int = 0, calibrate: bool = False) -> d
     return params
 
 
+def _untrained(cfg, params) -> Checkpoint:
+    """An in-memory checkpoint of random parameters (no energy shift: physical = model energies)."""
+    return Checkpoint(cfg, params, ["H", "C"], name="random")
+
+
 @functools.lru_cache(maxsize=None)
 def _single_fn(cfg: ModelConfig):
-    return jax.jit(lambda p, b, s: energy_and_forces(p, cfg, b, s), static_argnums=2)
+    return jax.jit(lambda p, b: energy_and_forces(p, cfg, b))
 
 
 def single(cfg, params, z, pos, atomic: bool = False):
@@ -100,7 +105,7 @@ def single(cfg, params, z, pos, atomic: bool = False):
     n = len(z)
     b = pad_graphs([z], [pos], [(dst, src)], node_bucket(n), edge_bucket(len(dst)))
     p = jax.tree_util.tree_map(lambda a: np.asarray(a, np.float64), params)
-    e_g, f, e_i = _single_fn(cfg)(p, b, node_bucket(n))
+    e_g, f, e_i = _single_fn(cfg)(p, b)
     if atomic:
         return float(e_g[0]), np.asarray(f)[:n], np.asarray(e_i)[:n]
     return float(e_g[0]), np.asarray(f)[:n], (dst, src)
@@ -172,7 +177,7 @@ def models(res: dict, shared: str | None) -> None:
             ck = checkpoint_from_reference(Path(shared) / meta[name]["checkpoint"], meta[name]["hyperparameters"],
                                            name=name)
             z, pos = pred[f"{name}/atomic_numbers"][0], pred[f"{name}/positions"][0]
-            sp = ShardedPotential(ck.config, ck.params, 4, "float64")
+            sp = ShardedPotential(_untrained(ck, 4), "float64")
             res[f"reference/{name}"] = compare(sp, ck.config, ck.params, np.asarray(z), np.asarray(pos))
     else:
         res["reference_skipped"] = f"no reference data at {shared}"
@@ -191,21 +196,21 @@ def clusters(res: dict) -> None:
     cfg = small_config()
     params = random_params(cfg, calibrate=True)
     z, pos = cluster(3000, 1)
-    sp = ShardedPotential(cfg, params, 4, "float64")
+    sp = ShardedPotential(_untrained(cfg, params), 4, "float64")
     res["cluster3000"] = compare(sp, cfg, params, z, pos)
 
     # all atoms in one domain (explicit owner), then domains left empty (slabs across a gap)
     z, pos = cluster(60, 2)
-    sp = ShardedPotential(cfg, params, 4, "float64")
+    sp = ShardedPotential(_untrained(cfg, params), 4, "float64")
     res["one_domain"] = compare(sp, cfg, params, z, pos, owner=np.zeros(len(z), np.int32))
     z2 = np.concatenate([z, z])
     pos2 = np.concatenate([pos, pos + [60.0, 0, 0]])  # two clusters 60 Å apart: middle slabs empty
-    sp = ShardedPotential(cfg, params, 4, "float64", method="slabs")
+    sp = ShardedPotential(_untrained(cfg, params), 4, "float64", method="slabs")
     res["empty_domains"] = compare(sp, cfg, params, z2, pos2)
 
     # capacity overflow mid-run: shuffle which atom sits where (every domain scattered) -> re-partition
     z, pos = cluster(300, 3)
-    sp = ShardedPotential(cfg, params, 4, "float64")
+    sp = ShardedPotential(_untrained(cfg, params), 4, "float64")
     first = compare(sp, cfg, params, z, pos)
     caps0 = tuple(sp.capacities)
     perm = np.random.default_rng(0).permutation(len(z))
@@ -222,11 +227,11 @@ def clusters(res: dict) -> None:
     acfg = small_config("all_to_all")
     aparams = random_params(acfg, 1)
     z, pos = cluster(200, 4)
-    res["all_to_all"] = compare(ShardedPotential(acfg, aparams, 4, "float64"), acfg, aparams, z, pos)
+    res["all_to_all"] = compare(ShardedPotential(_untrained(acfg, aparams), 4, "float64"), acfg, aparams, z, pos)
 
     # forces against central finite differences of the sharded energy
     z, pos = cluster(40, 5)
-    sp = ShardedPotential(cfg, params, 4, "float64")
+    sp = ShardedPotential(_untrained(cfg, params), 4, "float64")
     dst, src = neighbor_pairs(pos, cfg.cutoff + 1.0)  # a skin: pairs stay valid under ±h
     _, f, _ = sp(z, pos, dst, src)
     h, worst = 1e-4, 0.0
@@ -252,7 +257,7 @@ def run_multihost(out: str) -> None:
     cfg, params, z, pos = multihost_structure()
     dst, src = neighbor_pairs(pos, cfg.cutoff)
     devices = jax.devices()  # global: 2 processes × 2 host devices
-    sp = ShardedPotential(cfg, params, devices, "float64")
+    sp = ShardedPotential(_untrained(cfg, params), devices, "float64")
     e, f, e_i = sp(z, pos, dst, src)
     np.savez(out, energy=e, forces=f, energies=e_i, num_devices=len(devices), process_count=jax.process_count(),
              owned=np.bincount(sp.owner, minlength=len(devices)))

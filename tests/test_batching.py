@@ -6,10 +6,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from efa_calc.batching import edge_bucket, node_bucket, pad_graphs
-from efa_calc.neighbors import VerletList, neighbor_pairs
-from efa_calc.nn.energy_model import Batch
-from efa_calc.potential import compiled_energy_and_forces
+from efa_calc.graphs.padding import edge_bucket, node_bucket, pad_graphs
+from efa_calc.graphs.neighbors import VerletList, neighbor_pairs
+from efa_calc.backends.single import compiled_energy_and_forces
 
 
 def _params(ckpt):
@@ -28,13 +27,13 @@ def test_batch_equals_single_molecules_and_padding_is_inert(reference_checkpoint
         singles = []
         for (zz, pp), pr in zip(mols, pairs):
             b = pad_graphs([zz], [pp], [pr], 8, 64)  # one shape for all three: one compile
-            e, f, _ = fn(params, Batch(*map(jnp.asarray, b)), 8)
+            e, f, _ = fn(params, jax.tree_util.tree_map(jnp.asarray, b))
             singles.append((float(e[0]), np.asarray(f)[:6]))
         # 3 molecules + 1 padding graph, 8 slots each, 40 spare pair slots
         b = pad_graphs([m[0] for m in mols], [m[1] for m in mols], pairs, 8, sum(len(p[0]) for p in pairs) + 40, 4)
-        jb = Batch(*map(jnp.asarray, b))
+        jb = jax.tree_util.tree_map(jnp.asarray, b)
         for npg in (8, None):  # slot layout and general segment layout
-            e, f, e_i = fn(params, jb, npg)
+            e, f, e_i = fn(params, jb.replace(nodes_per_graph=npg))
             e, f, e_i = np.asarray(e), np.asarray(f), np.asarray(e_i)
             for k, (es, fs) in enumerate(singles):
                 assert abs(e[k] - es) < 1e-9

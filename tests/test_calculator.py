@@ -60,13 +60,13 @@ def test_pair_list_growth_moves_to_a_bigger_bucket(reference_checkpoint, cumulen
     atoms = cumulene.copy()
     atoms.calc = calc
     atoms.get_potential_energy()
-    cap = calc._edge_capacity
+    cap = calc._slots.num_edges
     squeezed = atoms.copy()
     squeezed.positions *= 0.3  # every atom now sees many more neighbours
     squeezed.calc = calc
     with caplog.at_level(logging.INFO, logger="efa_calc"):
         e = squeezed.get_potential_energy()
-    assert calc._edge_capacity > cap
+    assert calc._slots.num_edges > cap
     assert "pair bucket" in caplog.text
     ref = squeezed.copy()
     ref.calc = EFACalculator(reference_checkpoint("cumulene_efa"), dtype="float64")

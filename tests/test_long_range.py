@@ -18,12 +18,12 @@ from ase import Atoms
 from scipy.spatial.transform import Rotation
 
 from efa_calc import EFACalculator
-from efa_calc.batching import pad_graphs
+from efa_calc.graphs.padding import pad_graphs
 from efa_calc.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-from efa_calc.config import ModelConfig
+from efa_calc.nn.config import ModelConfig
 from efa_calc.errors import CheckpointError
 from efa_calc.models import resolve_model
-from efa_calc.neighbors import neighbor_pairs
+from efa_calc.graphs.neighbors import neighbor_pairs
 from efa_calc.nn.energy_model import Batch, energy_and_forces, init_params
 from efa_calc.nn.long_range import BLOCKS
 from efa_calc.nn.long_range.efa import EFAConfig, EuclideanFastAttention
@@ -120,12 +120,12 @@ def test_masking_structures_and_padding(name):
     pairs = [neighbor_pairs(p, cfg.cutoff) for _, p in frames]
     with jax.enable_x64(True):
         params = jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float64), ckpt.params)
-        fn = jax.jit(lambda p, b, s: energy_and_forces(p, cfg, b, nodes_per_graph=s), static_argnums=2)
+        fn = jax.jit(lambda p, b: energy_and_forces(p, cfg, b))
 
         def run(items, slots, num_graphs=None, segment_layout=False):
             b = pad_graphs([z for z, _ in items], [p for _, p in items], [pairs[i] for i in idx(items)],
                            slots, 256, num_graphs, dtype=np.float64)
-            e, f, _ = fn(params, b, None if segment_layout else slots)
+            e, f, _ = fn(params, b.replace(nodes_per_graph=None if segment_layout else slots))
             return np.asarray(e), np.asarray(f).reshape(-1, slots, 3)
 
         def idx(items):

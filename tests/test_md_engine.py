@@ -17,7 +17,7 @@ pytest.importorskip("jax_md", reason="the jax engine needs the md extra: pip ins
 from efa_calc import EFACalculator  # noqa: E402
 from efa_calc.compile_counter import CompileCounter  # noqa: E402
 from efa_calc.md_jax import JaxMD, clear_compiled, dense_pairs  # noqa: E402
-from efa_calc.neighbors import neighbor_pairs  # noqa: E402
+from efa_calc.graphs.neighbors import neighbor_pairs  # noqa: E402
 from efa_calc.structures import cumulene, sn2_complex  # noqa: E402
 from md_protocols import protocols  # noqa: E402
 from md_protocols.common import RunContext, SettingError, execute  # noqa: E402
@@ -138,7 +138,7 @@ def test_guard_stops_at_the_last_good_step_with_a_resumable_state(tmp_path):
     assert state["step"] == res["steps_done"] == frames[-1].info["step"]
     with np.load(tmp_path / "state.npz") as z:
         np.testing.assert_allclose(z["positions"], frames[-1].positions, atol=1e-7)
-        from efa_calc.validation import max_pair_distance
+        from efa_calc.graphs.validation import max_pair_distance
 
         assert max_pair_distance(z["positions"]) <= 20.0  # the saved state is inside the valid range
 

@@ -21,8 +21,8 @@ import numpy as np
 import pytest
 
 from efa_calc import EFACalculator
-from efa_calc.neighbors import neighbor_pairs
-from efa_calc.sharding import Capacities, build_shards, partition, resolve_devices, shard_sizes
+from efa_calc.graphs.neighbors import neighbor_pairs
+from efa_calc.backends.partition import Capacities, build_shards, partition, resolve_devices, shard_sizes
 
 HERE = Path(__file__).resolve().parent
 WORKER = HERE / "sharding_worker.py"

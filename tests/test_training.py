@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from ase.data import chemical_symbols
 
-from efa_calc.config import EFAConfig, ModelConfig
+from efa_calc.nn.config import EFAConfig, ModelConfig
 from efa_calc.data import Dataset, fit_energy_shift, read_dataset, split_indices, write_dataset
 from efa_calc.train import TrainConfig, Trainer, TrainingOptions
 
@@ -154,20 +154,21 @@ def test_zero_output_initialisation_is_a_saddle(dataset, zero_start):
     (``output_is_zero_at_init=False``) starts with gradients flowing everywhere."""
     import jax.numpy as jnp
     from efa_calc.data import BatchSampler
-    from efa_calc.nn.energy_model import Batch, energy_and_forces, init_params
+    from efa_calc.nn.energy_model import energy_and_forces, init_params
 
     cfg = TINY.replace(output_is_zero_at_init=zero_start)
     shift = fit_energy_shift(dataset)
     sampler = BatchSampler(dataset, cfg.cutoff, shift, 8)
     tb = next(sampler.epoch(0))
-    batch = Batch(*(jnp.asarray(a[0]) for a in tb.inputs))
+    batch = jax.tree_util.tree_map(lambda a: jnp.asarray(a[0]), tb.inputs)
     params = init_params(cfg, jax.random.PRNGKey(0), batch)
 
     def loss(p):
-        e, f, _ = energy_and_forces(p, cfg, batch, nodes_per_graph=sampler.slots)
+        e, f, _ = energy_and_forces(p, cfg, batch)
         return jnp.sum(((e - tb.energy[0]) * batch.graph_mask) ** 2) + jnp.sum((f - tb.forces[0]) ** 2)
 
-    _, forces, _ = energy_and_forces(params, cfg, batch, nodes_per_graph=sampler.slots)
+    _, forces, _ = energy_and_forces(params, cfg, batch)
+    assert batch.nodes_per_graph == sampler.slots
     assert (float(np.abs(np.asarray(forces)).max()) == 0.0) == zero_start
     grads = jax.grad(loss)(params)["params"]
     deep = {k: v for k, v in grads.items() if k.startswith(("message_pass", "long_range_0", "long_range_1"))}
@@ -208,9 +209,9 @@ def test_unit_output_initialisation_sets_every_layer_and_unlocks_torsion():
     CH2–CH2 torsion of C9H4, seen only through EFA's product of ℓ = 1 features — large
     enough to learn: with e3x's initialisers it is < 1e-5 of the energy scale."""
     import jax.numpy as jnp
-    from efa_calc.batching import pad_graphs
-    from efa_calc.neighbors import neighbor_pairs
-    from efa_calc.nn.energy_model import Batch, EnergyModel, energy_and_forces, init_params
+    from efa_calc.graphs.padding import pad_graphs
+    from efa_calc.graphs.neighbors import neighbor_pairs
+    from efa_calc.nn.energy_model import EnergyModel, energy_and_forces, init_params
     from efa_calc.structures import cumulene
     from efa_calc.train.initialisation import layer_names, rescale_to_unit_outputs
 
@@ -221,14 +222,12 @@ def test_unit_output_initialisation_sets_every_layer_and_unlocks_torsion():
     frames = [cumulene(9, phi) for phi in (0.0, 45.0, 90.0)] + [cumulene(9, 0.0, cc=1.33)]
     b = pad_graphs([a.numbers for a in frames], [a.positions for a in frames],
                    [neighbor_pairs(a.positions, cfg.cutoff) for a in frames], 16, 4 * 16 * 16, 5, dtype=np.float32)
-    batch = Batch(*map(jnp.asarray, b))
+    batch = jax.tree_util.tree_map(jnp.asarray, b)
     fresh = init_params(cfg, jax.random.PRNGKey(0), batch)
     unit = rescale_to_unit_outputs(fresh, cfg, batch, 16, energy_rms=0.1)
     assert jax.tree_util.tree_structure(unit) == jax.tree_util.tree_structure(fresh)
 
-    _, state = EnergyModel(cfg).apply(unit, *batch[:2], batch.dst_idx, batch.src_idx, batch.edge_mask,
-                                      batch.batch_segments, batch.node_mask, 5, 16, capture_intermediates=True,
-                                      mutable=["intermediates"])
+    _, state = EnergyModel(cfg).apply(unit, batch, capture_intermediates=True, mutable=["intermediates"])
     mask = np.asarray(batch.node_mask)
     inter = state["intermediates"]
     checked = 0
@@ -254,7 +253,7 @@ def test_unit_output_initialisation_sets_every_layer_and_unlocks_torsion():
 
     def torsion_over_stretch(p):
         """Energy span over the three torsions / energy change of a 0.05 Å bond stretch."""
-        e = np.asarray(energy_and_forces(p, cfg, batch, nodes_per_graph=16)[0], np.float64)
+        e = np.asarray(energy_and_forces(p, cfg, batch)[0], np.float64)
         return np.ptp(e[:3]) / abs(e[3] - e[0])
 
     ratios = []

@@ -1,7 +1,7 @@
 """Padded, static-shape training batches with a leading shard (device) axis.
 
 Every batch holds ``num_shards × graphs_per_shard`` molecules.  Each shard is a slot-layout
-:class:`~efa_calc.nn.energy_model.Batch` (G graphs × S atom slots, S = the largest molecule of
+:class:`~efa_calc.nn.batch.Batch` (G graphs × S atom slots, S = the largest molecule of
 the dataset) with pair slots from a three-step ladder (70 %, 85 %, 100 % of the worst case),
 so a whole training run compiles at most three train-step programs.  The shard axis is
 what data-parallel training splits across devices.
@@ -16,13 +16,14 @@ from __future__ import annotations
 import math
 from typing import Iterator, NamedTuple, Sequence
 
+import jax
 import numpy as np
 
-from efa_calc.batching import pad_graphs
+from efa_calc.graphs.padding import pad_graphs
 from efa_calc.checkpoint import EnergyShift
 from efa_calc.data.dataset import Dataset
-from efa_calc.neighbors import neighbor_pairs
-from efa_calc.nn.energy_model import Batch
+from efa_calc.graphs.neighbors import neighbor_pairs
+from efa_calc.nn.batch import Batch
 
 __all__ = ["TrainingBatch", "BatchSampler"]
 
@@ -81,7 +82,7 @@ class BatchSampler:
         need = max(sum(len(self.pairs[i][0]) for i in p) for p in per)
         edges = next(c for c in self.edge_ladder if c >= need)  # one shape for all shards
         shards = [self._shard(p, edges) for p in per]
-        inputs = Batch(*(np.stack([s[0][k] for s in shards]) for k in range(len(Batch._fields))))
+        inputs = jax.tree_util.tree_map(lambda *a: np.stack(a), *[s[0] for s in shards])
         return TrainingBatch(inputs, np.stack([s[1] for s in shards]), np.stack([s[2] for s in shards]))
 
     def unsharded(self, idx: Sequence[int]) -> Batch:

@@ -1,30 +1,25 @@
-"""The mathematics, one concept per module: Lebedev grids (``lebedev``), ERoPE (``erope``),
-long-range blocks (``long_range/``: EFA, all-to-all attention), the MARA edge gate
-(``mara``), radial basis (``radial``), tensor products (``tensor``), the energy model
-(``energy_model``).
+"""The mathematics of the model, one concept per module; imports nothing else of efa-calc but
+:mod:`efa_calc.errors`.
 
-Names are imported lazily, so that :mod:`efa_calc.config` can import the block configs
-from :mod:`efa_calc.nn.long_range` without importing the energy model first.
+* ``config`` — :class:`ModelConfig`, the hyperparameters, and the long-range block registry;
+* ``batch`` — :class:`Batch`, the model's one input;
+* ``precision`` — :class:`Precision`, the dtype / x64 / matmul policy every backend uses;
+* ``energy_model`` — the MPNN with optional long-range branches, energies and forces;
+* ``tensor`` (message passing), ``radial``, ``dense``, ``lebedev``, ``erope``, ``mara``
+  (the MARA edge gate) and ``long_range/`` (EFA, all-to-all attention).
 """
 
-import importlib
+from efa_calc.nn.batch import Batch
+from efa_calc.nn.config import LONG_RANGE_CONFIGS, AllToAllConfig, EFAConfig, MARAGateConfig, ModelConfig
+from efa_calc.nn.energy_model import EnergyModel, atomic_energies, energy_and_forces, init_params
+from efa_calc.nn.long_range import BLOCKS
+from efa_calc.nn.long_range.all_to_all import AllToAllAttention
+from efa_calc.nn.long_range.efa import EuclideanFastAttention
+from efa_calc.nn.mara import MARAGate
+from efa_calc.nn.precision import Precision
 
-_EXPORTS = {
-    "BLOCKS": "efa_calc.nn.long_range",
-    "EuclideanFastAttention": "efa_calc.nn.long_range.efa",
-    "AllToAllAttention": "efa_calc.nn.long_range.all_to_all",
-    "MARAGate": "efa_calc.nn.mara",
-    "Batch": "efa_calc.nn.energy_model",
-    "EnergyModel": "efa_calc.nn.energy_model",
-    "atomic_energies": "efa_calc.nn.energy_model",
-    "energy_and_forces": "efa_calc.nn.energy_model",
-    "init_params": "efa_calc.nn.energy_model",
-}
-
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name):
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'efa_calc.nn' has no attribute {name!r}")
+__all__ = [
+    "BLOCKS", "LONG_RANGE_CONFIGS", "AllToAllAttention", "AllToAllConfig", "Batch", "EFAConfig", "EnergyModel",
+    "EuclideanFastAttention", "MARAGate", "MARAGateConfig", "ModelConfig", "Precision", "atomic_energies",
+    "energy_and_forces", "init_params",
+]

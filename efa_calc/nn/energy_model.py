@@ -13,7 +13,7 @@ EFA degree/parity.  The long-range block is any registered block
 gate (:mod:`efa_calc.nn.mara`) multiplying each edge's message.  The atomic energy is E_i = w·scalars(x_i) + b[Z_i] and forces are the
 exact negative gradient F = −∂E/∂R (:func:`energy_and_forces`).
 
-Batches are flat (jraph-style): N atoms of G graphs with ``batch_segments``; padding atoms
+The input is one :class:`~efa_calc.nn.batch.Batch` (flat, jraph-style): padding atoms
 (``node_mask`` False) and padding edges (``edge_mask`` False) contribute nothing, and
 padding graphs (``graph_mask`` False) get zero energy.  Units: Å in, eV and eV/Å out.
 """
@@ -21,46 +21,24 @@ padding graphs (``graph_mask`` False) get zero energy.  Units: Å in, eV and eV/
 from __future__ import annotations
 
 import functools
-from typing import Callable, NamedTuple, Optional
+from typing import Callable, Optional
 
 import e3x
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-from jaxtyping import Array, Bool, Float, Integer
+from jaxtyping import Array, Float
 
-from efa_calc.config import ModelConfig
+from efa_calc.nn.batch import Batch
+from efa_calc.nn.config import ModelConfig
 from efa_calc.nn.dense import Dense
 from efa_calc.nn.long_range import block
 from efa_calc.nn.mara import MARAGate
+from efa_calc.nn.precision import Precision
 from efa_calc.nn.radial import radial_function
 from efa_calc.nn.tensor import MessagePass, edge_basis
 
 __all__ = ["Batch", "EnergyModel", "atomic_energies", "energy_and_forces", "init_params"]
-
-
-class Batch(NamedTuple):
-    """A padded, static-shape batch of molecules (all arrays; see module docstring).
-
-    Attributes:
-      atomic_numbers: (N,) int32, 0 for padding atoms.
-      positions: (N, 3) in Å.
-      dst_idx, src_idx: (E,) int32 edge lists; messages flow src → dst and the
-        displacement is R[src] − R[dst]; both directions of every pair are present.
-      edge_mask: (E,) bool, False for padding edges.
-      batch_segments: (N,) int32 graph index of every atom.
-      node_mask: (N,) bool, False for padding atoms.
-      graph_mask: (G,) bool, False for padding graphs.
-    """
-
-    atomic_numbers: Integer[Array, "N"]
-    positions: Float[Array, "N 3"]
-    dst_idx: Integer[Array, "E"]
-    src_idx: Integer[Array, "E"]
-    edge_mask: Bool[Array, "E"]
-    batch_segments: Integer[Array, "N"]
-    node_mask: Bool[Array, "N"]
-    graph_mask: Bool[Array, "G"]
 
 
 def _mlp(x, features: int, name: str, zero_output: bool = True):
@@ -87,21 +65,13 @@ class EnergyModel(nn.Module):
     @nn.compact
     def __call__(
         self,
-        atomic_numbers: Integer[Array, "N"],
-        positions: Float[Array, "N 3"],
-        dst_idx: Integer[Array, "E"],
-        src_idx: Integer[Array, "E"],
-        edge_mask: Bool[Array, "E"],
-        batch_segments: Integer[Array, "N"],
-        node_mask: Bool[Array, "N"],
-        num_graphs: int,
-        nodes_per_graph: Optional[int] = None,
+        batch: Batch,
         axis_name: Optional[str] = None,
         halo_exchange: Optional[Callable] = None,
     ) -> Float[Array, "N"]:
         """Atomic energies E_i in eV, shape (N,); zero for padding atoms.
 
-        Sharded evaluation (:mod:`efa_calc.sharding`, inside ``shard_map``) passes the mesh
+        Sharded evaluation (:mod:`efa_calc.backends.sharded`, inside ``shard_map``) passes the mesh
         ``axis_name`` — graph centroids and the long-range block's global sums are then
         all-reduced over it, and ``node_mask`` marks the atoms this device *owns* — and
         ``halo_exchange``, a ↦ [a; ghost rows of a received from their owners]: the arrays
@@ -110,6 +80,10 @@ class EnergyModel(nn.Module):
         (``dst_idx``) the owned rows, so node-wise work is done for owned atoms only.  Both
         default to single-device evaluation (the identity).
         """
+        atomic_numbers, positions = batch.atomic_numbers, batch.positions
+        dst_idx, src_idx, edge_mask = batch.dst_idx, batch.src_idx, batch.edge_mask
+        batch_segments, node_mask = batch.batch_segments, batch.node_mask
+        num_graphs, nodes_per_graph = batch.num_graphs, batch.nodes_per_graph
         cfg = self.config
         n = positions.shape[0]
         dtype = positions.dtype
@@ -118,6 +92,8 @@ class EnergyModel(nn.Module):
         neighbour_positions = extend(positions)
         # Edge basis; padding edges are moved beyond the cutoff, where the basis is exactly 0.
         disp = neighbour_positions[src_idx] - positions[dst_idx]
+        if batch.cells is not None:  # periodic images: r_j + n·cell − r_i
+            disp = disp + jnp.einsum("ed,edk->ek", batch.cell_shifts, batch.cells[batch_segments[dst_idx]])
         far = jnp.asarray([2.0 * cfg.cutoff + 1.0, 0.0, 0.0], dtype)
         disp = jnp.where(edge_mask[:, None], disp, far)
         basis = edge_basis(
@@ -149,12 +125,14 @@ class EnergyModel(nn.Module):
                     x_src[:, 0, 0, :], neighbour_positions, dst_idx, src_idx, edge_mask
                 )
             if last:
-                y = MessagePass(max_degree=0, include_pseudotensors=False, dtype=dtype, name=f"message_pass_{t}")(
+                y = MessagePass(max_degree=0, include_pseudotensors=False, dtype=dtype, edge_chunk=cfg.edge_chunk,
+                                name=f"message_pass_{t}")(
                     x_src, basis, dst_idx, src_idx, n, gate
                 )
                 x = e3x.nn.change_max_degree_or_type(x, max_degree=0, include_pseudotensors=False)
             else:
-                y = MessagePass(dtype=dtype, name=f"message_pass_{t}")(x_src, basis, dst_idx, src_idx, n, gate)
+                y = MessagePass(dtype=dtype, edge_chunk=cfg.edge_chunk, name=f"message_pass_{t}")(
+                    x_src, basis, dst_idx, src_idx, n, gate)
             # e3x's Clebsch–Gordan tables are float64 when x64 is on: keep the compute dtype.
             y = _mlp(e3x.nn.add(x, y.astype(dtype)), cfg.num_features, f"local_mlp_{t}", cfg.output_is_zero_at_init)
 
@@ -192,51 +170,29 @@ class EnergyModel(nn.Module):
 
 def init_params(config: ModelConfig, rng: jax.Array, batch: Batch) -> dict:
     """Fresh float32 parameters ``{'params': {...}}`` for ``config`` (shapes from ``batch``)."""
-    model = EnergyModel(config)
-    return model.init(
-        rng, batch.atomic_numbers, batch.positions.astype(jnp.float32), batch.dst_idx, batch.src_idx,
-        batch.edge_mask, batch.batch_segments, batch.node_mask, int(batch.graph_mask.shape[0]),
-    )
+    return EnergyModel(config).init(rng, batch.replace(positions=batch.positions.astype(jnp.float32)))
 
 
-def atomic_energies(
-    params: dict,
-    config: ModelConfig,
-    batch: Batch,
-    nodes_per_graph: Optional[int] = None,
-    lebedev_num: Optional[int] = None,
-) -> Float[Array, "N"]:
-    """Atomic energies (eV) in the dtype of ``batch.positions`` (params are cast to it).
-
-    ``lebedev_num`` evaluates EFA on another grid (:meth:`ModelConfig.for_evaluation`)."""
-    dtype = batch.positions.dtype
-    params = jax.tree_util.tree_map(lambda p: p.astype(dtype), params)
-    config = config.for_evaluation(lebedev_num=lebedev_num)
-    with jax.default_matmul_precision("highest"):  # no TF32 shortcuts on GPUs
-        return EnergyModel(config).apply(
-            params, batch.atomic_numbers, batch.positions, batch.dst_idx, batch.src_idx, batch.edge_mask,
-            batch.batch_segments, batch.node_mask, int(batch.graph_mask.shape[0]), nodes_per_graph,
-        )
+def atomic_energies(params: dict, config: ModelConfig, batch: Batch) -> Float[Array, "N"]:
+    """Atomic energies (eV) in the dtype of ``batch.positions`` (params are cast to it)."""
+    precision = Precision(str(batch.positions.dtype))
+    with precision.matmul_scope():
+        return EnergyModel(config).apply(precision.cast(params), batch)
 
 
 def energy_and_forces(
-    params: dict,
-    config: ModelConfig,
-    batch: Batch,
-    nodes_per_graph: Optional[int] = None,
-    lebedev_num: Optional[int] = None,
+    params: dict, config: ModelConfig, batch: Batch
 ) -> tuple[Float[Array, "G"], Float[Array, "N 3"], Float[Array, "N"]]:
     """Graph energies E_g (eV), forces F = −∂E/∂R (eV/Å) and atomic energies (eV).
 
     Padding graphs get E_g = 0; padding atoms get zero force and energy.
     """
-    num_graphs = int(batch.graph_mask.shape[0])
 
     def total(positions):
-        e_i = atomic_energies(params, config, batch._replace(positions=positions), nodes_per_graph, lebedev_num)
+        e_i = atomic_energies(params, config, batch.replace(positions=positions))
         return jnp.sum(e_i), e_i
 
     (_, e_i), grad = jax.value_and_grad(total, has_aux=True)(batch.positions)
-    e_g = jax.ops.segment_sum(e_i, batch.batch_segments, num_graphs)
+    e_g = jax.ops.segment_sum(e_i, batch.batch_segments, batch.num_graphs)
     e_g = jnp.where(batch.graph_mask, e_g, 0.0)
     return e_g, -grad, e_i

@@ -212,7 +212,7 @@ def aggregate_messages(
     l3max: int, chunk: Optional[int] = None,
 ) -> Float[Array, "N P3 D3 F"]:
     """m_i = Σ_{e: dst_e = i} g_e m_e, in edge chunks of at most ``chunk`` (default
-    :data:`EDGE_CHUNK`, read at trace time) when E > :data:`CHUNKS_ABOVE` · ``chunk``; the
+    :data:`EDGE_CHUNK`; 0 never chunks) when E > :data:`CHUNKS_ABOVE` · ``chunk``; the
     same sum, as padding edges carry a zero radial part.  Chunks are balanced (E split
     into ⌈E/chunk⌉ equal parts, rounded up to a multiple of 64) so that padding stays
     below 64 edges per chunk.
@@ -227,7 +227,7 @@ def aggregate_messages(
     """
     chunk = EDGE_CHUNK if chunk is None else chunk
     e = src_idx.shape[0]
-    if e <= CHUNKS_ABOVE * chunk:
+    if chunk == 0 or e <= CHUNKS_ABOVE * chunk:
         m = _gated_messages(x, src_idx, filter_weights, kernel, radial, angular, edge_gate, p3n, l3max)
         return jax.ops.segment_sum(m, dst_idx, num_segments)
     n_chunks = _ceil_div(e, chunk)
@@ -260,7 +260,7 @@ def _chunked_messages(num_segments, p3n, l3max, gated, x, filter_weights, kernel
         m = _gated_messages(x[src], None, filter_weights, kernel, radial, angular, gate if gated else None, p3n, l3max)
         return total.at[dst].add(m), None
 
-    # zeros_like(x): inside shard_map (efa_calc.sharding) the carry must vary over the mesh
+    # zeros_like(x): inside shard_map (efa_calc.backends.sharded) the carry must vary over the mesh
     # axis like x and the chunks do; elsewhere it is jnp.zeros
     shape = (num_segments, p3n, (l3max + 1) ** 2, x.shape[-1])
     total, _ = jax.lax.scan(body, jnp.zeros_like(x, shape=shape), (radial, angular, gate, dst, src))
@@ -308,6 +308,8 @@ class MessagePass(nn.Module):
       max_degree: output degree L' (``None``: the larger of the input and basis degrees).
       include_pseudotensors: whether the output has a pseudotensor slot (e3x's rule: none
         can arise when an input or the output is scalar-only and neither input has one).
+      edge_chunk: pairs per chunk of the message sum (``None``: :data:`EDGE_CHUNK`; 0: never
+        chunk, one pass over all pairs).
 
     Shapes: inputs (N, P, (L+1)², F), basis (E, K) and (E, (L_b+1)²) → (N, P', (L'+1)², F).
     """
@@ -315,6 +317,7 @@ class MessagePass(nn.Module):
     max_degree: Optional[int] = None
     include_pseudotensors: bool = True
     dtype: Optional[jnp.dtype] = None
+    edge_chunk: Optional[int] = None
 
     @nn.compact
     def __call__(
@@ -341,4 +344,5 @@ class MessagePass(nn.Module):
         return aggregate_messages(
             inputs.astype(dtype), basis.radial.astype(dtype), basis.angular.astype(dtype), dst_idx, src_idx,
             edge_gate, num_segments, filter_weights.astype(dtype), kernel.astype(dtype), p3n, l3max,
+            chunk=self.edge_chunk,
         )

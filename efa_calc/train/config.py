@@ -38,7 +38,7 @@ import dataclasses
 import tomllib
 from pathlib import Path
 
-from efa_calc.config import ModelConfig
+from efa_calc.nn.config import ModelConfig
 
 __all__ = ["TrainingOptions", "TrainConfig", "load_train_config"]
 

@@ -35,9 +35,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from efa_calc.config import ModelConfig
+from efa_calc.nn.config import ModelConfig
 from efa_calc.nn.long_range import block
-from efa_calc.nn.energy_model import Batch, EnergyModel
+from efa_calc.nn.batch import Batch
+from efa_calc.nn.energy_model import EnergyModel
 
 __all__ = ["layer_names", "rescale_to_unit_outputs"]
 
@@ -78,10 +79,8 @@ def _captured_outputs(config: ModelConfig, num_graphs: int, nodes_per_graph: Opt
     model = EnergyModel(config)
 
     def fn(p, b: Batch):
-        _, state = model.apply(
-            p, b.atomic_numbers, b.positions, b.dst_idx, b.src_idx, b.edge_mask, b.batch_segments, b.node_mask,
-            num_graphs, nodes_per_graph, capture_intermediates=True, mutable=["intermediates"],
-        )
+        _, state = model.apply(p, b.replace(nodes_per_graph=nodes_per_graph), capture_intermediates=True,
+                               mutable=["intermediates"])
         return state["intermediates"]
 
     return jax.jit(fn)

@@ -40,8 +40,9 @@ from tqdm.auto import tqdm
 from efa_calc.checkpoint import Checkpoint, EnergyShift, git_commit, save_checkpoint
 from efa_calc.data import BatchSampler, Dataset, fit_energy_shift, read_dataset, split_indices
 from efa_calc.data.batches import TrainingBatch
-from efa_calc.nn.energy_model import Batch, energy_and_forces, init_params
-from efa_calc.config import ModelConfig
+from efa_calc.nn.batch import Batch
+from efa_calc.nn.energy_model import energy_and_forces, init_params
+from efa_calc.nn.config import ModelConfig
 from efa_calc.train.config import TrainConfig, TrainingOptions
 from efa_calc.train.initialisation import rescale_to_unit_outputs
 
@@ -85,7 +86,7 @@ def _compiled_steps(cfg: ModelConfig, slots: int, o: TrainingOptions) -> _Steps:
     rep = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
 
     def shard_terms(params, inputs: Batch, e_target, f_target):
-        e_g, forces, _ = energy_and_forces(params, cfg, inputs, nodes_per_graph=slots)
+        e_g, forces, _ = energy_and_forces(params, cfg, inputs)
         gm = inputs.graph_mask.astype(e_g.dtype)
         nm = inputs.node_mask.astype(e_g.dtype)[:, None]
         de, df = (e_g - e_target) * gm, (forces - f_target) * nm
@@ -157,7 +158,7 @@ class Trainer:
     # ------------------------------------------------------------------ state
     def _fresh_state(self) -> dict:
         # the whole first batch, unsharded: the initialisation is then the same for any device count
-        first = Batch(*(jnp.asarray(a) for a in self.train_sampler.unsharded(self.train_sampler.first_indices())))
+        first = jax.tree_util.tree_map(jnp.asarray, self.train_sampler.unsharded(self.train_sampler.first_indices()))
         params = init_params(self.cfg.model, jax.random.PRNGKey(self.opts.seed), first)
         if self.opts.init == "unit":
             # per-atom energy scale of the targets: molecule std spread over its atoms

@@ -117,7 +117,7 @@ def _stop_message(stop: dict, start: int, md, calc, numbers, mode: str, t_limit:
     """Readable reason for the step the chunk rejected (same wording as the ASE engine)."""
     from efa_calc.envelope import check_physical_distances
     from efa_calc.md_jax import FLAGS
-    from efa_calc.validation import check_structure
+    from efa_calc.graphs.validation import check_structure
 
     step = start + stop["step"]
     msgs = []
@@ -244,7 +244,7 @@ def run(ctx: RunContext, atoms: Atoms, calc, ensemble: str, *, write_every: int 
     t_start = float(np.max(2 * ekin0 / (dof * units.kB)))
     t_limit = max(temperature_limit_factor * max(temp, t_start, 1.0), 1000.0)
     stop_flags = FLAGS["temperature"] | FLAGS["force"] | FLAGS["too_close"]
-    if calc.strict:
+    if calc.parameters["strict"]:
         stop_flags |= FLAGS["max_length"]
     if mode == "stop":
         stop_flags |= FLAGS["envelope"] | FLAGS["envelope_energy"]

@@ -14,7 +14,7 @@ and a frozen config dataclass (a :class:`LongRangeConfig`) whose ``kind`` names 
 
 **Adding a block is one new file in this package**: define the config and the module and
 decorate the module with ``@register(ConfigClass)``.  This package imports every module in
-it, so :class:`~efa_calc.config.ModelConfig`, checkpoints, the calculator, the trainer and
+it, so :class:`~efa_calc.nn.config.ModelConfig`, checkpoints, the calculator, the trainer and
 the protocols find the new kind by name.
 
 Blocks shipped: ``efa`` (:mod:`.efa`, Euclidean fast attention, O(N), with an exact O(N²)

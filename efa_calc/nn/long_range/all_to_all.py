@@ -108,7 +108,7 @@ class AllToAllAttention(nn.Module):
     ) -> Float[Array, "N P D Fv"]:
         """(N, P, (L+1)², F) features and positions (Å) → (N, P, (L+1)², F_v).
 
-        ``axis_name`` (sharded evaluation of one structure, :mod:`efa_calc.sharding`):
+        ``axis_name`` (sharded evaluation of one structure, :mod:`efa_calc.backends.sharded`):
         ``node_mask`` marks the atoms this device owns; keys, values, positions and the
         mask of every device are all-gathered over the mesh axis (D·N_local rows each:
         all-to-all attention has no N-independent summary), and the local queries attend

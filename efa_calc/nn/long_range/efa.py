@@ -372,7 +372,7 @@ class EuclideanFastAttention(nn.Module):
           node_mask: (N,) False for padding atoms.
           num_graphs: G (static).
           nodes_per_graph: static slot size, see :func:`linear_attention`.
-          axis_name: sharded evaluation (:mod:`efa_calc.sharding`): ``node_mask`` marks the
+          axis_name: sharded evaluation (:mod:`efa_calc.backends.sharded`): ``node_mask`` marks the
             atoms this device owns, and the grid sums are all-reduced over this mesh axis
             (always the linear order; the exact kernel cannot be sharded).
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any
 
 from efa_calc.nn.long_range import BLOCKS, LongRangeConfig, config_from_dict
 from efa_calc.nn.long_range.all_to_all import AllToAllConfig
@@ -24,7 +23,6 @@ from efa_calc.nn.mara import MARAGateConfig
 
 __all__ = [
     "AllToAllConfig", "EFAConfig", "LongRangeConfig", "MARAGateConfig", "ModelConfig", "LONG_RANGE_CONFIGS",
-    "from_reference_hyperparameters",
 ]
 
 
@@ -56,6 +54,8 @@ class ModelConfig:
       long_range: config of the long-range block, or ``None`` for a local model.
       mara_gate: :class:`~efa_calc.nn.mara.MARAGateConfig` of the MARA edge gate on every
         local message pass, or ``None`` (config files: ``true``/``false`` or a table).
+      edge_chunk: evaluation setting, not a hyperparameter (never saved): pairs per chunk
+        of the message sums (``None``: :data:`efa_calc.nn.tensor.EDGE_CHUNK`; 0: one pass).
     """
 
     num_features: int
@@ -70,6 +70,7 @@ class ModelConfig:
     zmax: int = 118
     long_range: LongRangeConfig | None = None
     mara_gate: MARAGateConfig | None = None
+    edge_chunk: int | None = dataclasses.field(default=None, metadata={"evaluation": True})
 
     def __post_init__(self):
         object.__setattr__(self, "mara_gate", MARAGateConfig.from_value(self.mara_gate))
@@ -90,13 +91,19 @@ class ModelConfig:
     def replace(self, **kw) -> "ModelConfig":
         return dataclasses.replace(self, **kw)
 
-    def for_evaluation(self, lebedev_num: int | None = None, efa_exact: bool = False) -> "ModelConfig":
+    def for_evaluation(self, lebedev_num: int | None = None, efa_exact: bool = False,
+                       edge_chunk: int | None = None) -> "ModelConfig":
         """The same model (same parameters) with EFA evaluated on another Lebedev grid, or
-        with its exact j₀ kernel (``efa_exact``).
+        with its exact j₀ kernel (``efa_exact``), or with another message-sum chunk size.
 
         Raises:
-          ValueError: when an override is asked of a model without an EFA block.
+          ValueError: when an EFA override is asked of a model without an EFA block, or for
+            a negative ``edge_chunk``.
         """
+        if edge_chunk is not None:
+            if not (isinstance(edge_chunk, int) and edge_chunk >= 0):
+                raise ValueError(f"edge_chunk={edge_chunk!r}; allowed: an integer >= 0 (0: never chunk)")
+            return self.replace(edge_chunk=edge_chunk).for_evaluation(lebedev_num, efa_exact)
         if lebedev_num is None and not efa_exact:
             return self
         if not isinstance(self.long_range, EFAConfig):
@@ -110,7 +117,8 @@ class ModelConfig:
         return self.replace(long_range=lr)
 
     def to_dict(self) -> dict:
-        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in ("long_range", "mara_gate")}
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+             if f.name not in ("long_range", "mara_gate") and not f.metadata.get("evaluation")}
         d["long_range"] = None if self.long_range is None else self.long_range.to_dict()
         if self.mara_gate is not None:  # absent in configs written before the gate existed
             d["mara_gate"] = self.mara_gate.to_dict()
@@ -120,93 +128,8 @@ class ModelConfig:
     def from_dict(cls, d: dict) -> "ModelConfig":
         d = dict(d)
         lr = d.pop("long_range", None)
-        known = {f.name for f in dataclasses.fields(cls)}
+        known = {f.name for f in dataclasses.fields(cls) if not f.metadata.get("evaluation")}
         unknown = sorted(set(d) - known)
         if unknown:
             raise ValueError(f"unknown model hyperparameters {unknown}")
         return cls(**d, long_range=None if lr is None else config_from_dict(lr))
-
-
-# Reference EnergyModel keywords that we implement and their defaults (spec §6.1).
-_REF_DEFAULTS: dict[str, Any] = {
-    "cutoff": 5.0,
-    "cutoff_fn": "smooth_cutoff",
-    "num_features": 32,
-    "num_iterations": 2,
-    "mp_max_degree": 2,
-    "radial_basis_fn": "reciprocal_bernstein",
-    "mp_num_basis_fn": 32,
-    "use_switch": True,
-    "output_is_zero_at_init": True,
-    "zmax": 118,
-    "era_use_in_iterations": None,
-    "era_max_degree": None,
-    "era_include_pseudotensors": False,
-    "era_activation_fn": None,
-    "era_max_frequency": None,
-    "era_max_length": None,
-    "era_lebedev_num": None,
-    "era_qk_num_features": None,
-    "era_v_num_features": None,
-}
-# Keywords accepted only at these values (features of the reference we do not implement).
-_REF_UNSUPPORTED: dict[str, Any] = {
-    "num_post_residual_mlps": 0,
-    "self_interaction": False,
-    "atomic_dipole_embedding": False,
-    "era_tensor_integration": False,
-    "emulate_era_block": False,
-    "iterated_tensor_products": False,
-}
-_REF_IGNORED = {"era_num_frequencies"}  # a no-op in the reference (spec §5)
-
-
-def from_reference_hyperparameters(hp: dict) -> ModelConfig:
-    """Translate reference ``EnergyModel`` keyword arguments into a :class:`ModelConfig`.
-
-    Raises:
-      ValueError: for unknown keywords, for features we do not implement (tensor
-        integration, dipole embedding, self-interaction, post-residual MLPs), or for an
-        EFA branch without grid/frequency/length settings.
-    """
-    unknown = sorted(set(hp) - set(_REF_DEFAULTS) - set(_REF_UNSUPPORTED) - _REF_IGNORED)
-    if unknown:
-        raise ValueError(f"unknown reference EnergyModel hyperparameters: {unknown}")
-    for k, ok in _REF_UNSUPPORTED.items():
-        if k in hp and hp[k] is not None and hp[k] != ok:
-            raise ValueError(f"reference hyperparameter {k}={hp[k]!r} is not supported by efa-calc (only {ok!r})")
-    p = {**_REF_DEFAULTS, **{k: v for k, v in hp.items() if k in _REF_DEFAULTS}}
-    act = p["era_activation_fn"]
-    if act in (None, "identity"):
-        act = "identity"
-    elif act not in ("gelu",):
-        raise ValueError(f"era_activation_fn={act!r} not supported (use 'gelu')")
-    lr = None
-    if p["era_use_in_iterations"]:
-        missing = [k for k in ("era_lebedev_num", "era_max_frequency", "era_max_length") if p[k] is None]
-        if missing:
-            raise ValueError(f"EFA is enabled (era_use_in_iterations) but {missing} are not set")
-        lr = EFAConfig(
-            iterations=tuple(p["era_use_in_iterations"]),
-            lebedev_num=int(p["era_lebedev_num"]),
-            max_frequency=float(p["era_max_frequency"]),
-            max_length=float(p["era_max_length"]),
-            max_degree=p["era_max_degree"],
-            include_pseudotensors=bool(p["era_include_pseudotensors"]),
-            qk_features=p["era_qk_num_features"],
-            v_features=p["era_v_num_features"],
-            activation=act,
-        )
-    return ModelConfig(
-        num_features=int(p["num_features"]),
-        num_iterations=int(p["num_iterations"]),
-        cutoff=float(p["cutoff"]),
-        mp_max_degree=int(p["mp_max_degree"]),
-        num_basis_functions=int(p["mp_num_basis_fn"]),
-        radial_basis=str(p["radial_basis_fn"]),
-        cutoff_fn=str(p["cutoff_fn"]),
-        use_switch=bool(p["use_switch"]),
-        output_is_zero_at_init=bool(p["output_is_zero_at_init"]),
-        zmax=int(p["zmax"]),
-        long_range=lr,
-    )

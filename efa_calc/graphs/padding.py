@@ -20,7 +20,7 @@ from typing import Sequence
 
 import numpy as np
 
-from efa_calc.nn.energy_model import Batch
+from efa_calc.nn.batch import Batch
 
 __all__ = ["node_bucket", "edge_bucket", "pad_graphs"]
 
@@ -59,7 +59,7 @@ def pad_graphs(
     num_graphs: int | None = None,
     dtype=np.float64,
 ) -> Batch:
-    """Pack molecules into one padded :class:`~efa_calc.nn.energy_model.Batch` (numpy arrays).
+    """Pack molecules into one padded :class:`~efa_calc.nn.batch.Batch` (numpy arrays, slot layout).
 
     Args:
       numbers, positions, pairs: per molecule, atomic numbers (n,), positions (n, 3) in Å
@@ -100,4 +100,4 @@ def pad_graphs(
         e0 += ek
     segments = np.repeat(np.arange(g, dtype=np.int32), nodes_per_graph)
     graph_mask = np.arange(g) < len(numbers)
-    return Batch(z, r, dst, src, edge_mask, segments, node_mask, graph_mask)
+    return Batch(z, r, dst, src, edge_mask, segments, node_mask, graph_mask, nodes_per_graph=nodes_per_graph)

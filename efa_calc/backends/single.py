@@ -1,0 +1,111 @@
+"""One device, many graphs per call: the :class:`Potential` backend.
+
+Compiled code is shared process-wide: :func:`compiled_energy_and_forces` keeps one
+``jax.jit`` per model configuration (evaluation variants included), and jax caches
+executables per (input shapes = buckets, ``nodes_per_graph``, dtype, device).  Parameters
+are *arguments*, not constants, so every calculator of the same architecture — other
+instances, committee members, NEB images, phonopy displacements — reuses the same
+executables.  Precision is the :class:`~efa_calc.nn.precision.Precision` policy.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Optional, Sequence
+
+import jax
+import numpy as np
+
+from efa_calc.backends.base import Backend, Graph, Prediction, Slots
+from efa_calc.graphs.padding import edge_bucket, node_bucket, pad_graphs
+from efa_calc.nn.batch import Batch
+from efa_calc.nn.config import ModelConfig
+from efa_calc.nn.energy_model import energy_and_forces
+from efa_calc.nn.precision import Precision
+
+__all__ = ["Potential", "compiled_energy_and_forces", "resolve_device", "tight_slots"]
+
+
+@functools.lru_cache(maxsize=None)
+def compiled_energy_and_forces(config: ModelConfig):
+    """The process-wide jitted ``(params, batch) -> (E_g, F, E_i)`` of the model (no shift)."""
+
+    def fn(params, batch):
+        return energy_and_forces(params, config, batch)
+
+    return jax.jit(fn)
+
+
+def resolve_device(device) -> Optional[jax.Device]:
+    """``None`` (jax default), a ``jax.Device``, or a string such as ``"cpu"``, ``"gpu"``, ``"cuda:1"``."""
+    if device is None or isinstance(device, jax.Device):
+        return device
+    name, _, index = str(device).partition(":")
+    platform = {"cuda": "gpu", "rocm": "gpu"}.get(name.lower(), name.lower())
+    try:
+        devices = jax.devices(platform)
+    except RuntimeError as exc:
+        raise ValueError(f"no jax device of kind {name!r} available ({exc}); install the 'gpu' extra for CUDA") from exc
+    i = int(index or 0)
+    if i >= len(devices):
+        raise ValueError(f"device {device!r} requested, but only {len(devices)} {platform} device(s) exist")
+    return devices[i]
+
+
+def tight_slots(graphs: Sequence[Graph], num_graphs: Optional[int] = None) -> Slots:
+    """The smallest bucketed :class:`Slots` that hold ``graphs``."""
+    return Slots(node_bucket(max(len(g.numbers) for g in graphs)), edge_bucket(sum(len(g.dst) for g in graphs)),
+                 len(graphs) if num_graphs is None else num_graphs)
+
+
+class Potential(Backend):
+    """Evaluate a :class:`~efa_calc.checkpoint.Checkpoint` on padded batches on one device.
+
+    Args:
+      checkpoint: the model.
+      dtype: ``"float32"`` or ``"float64"`` — the precision of every operation.
+      device: where to run (see :func:`resolve_device`).
+      lebedev_num: evaluate the EFA blocks on a different Lebedev grid.
+      efa_exact: evaluate the EFA blocks with their exact j₀ kernel (O(N²)).
+      edge_chunk: pairs per chunk of the message sums (``None``: the default; 0: one pass).
+    """
+
+    def __init__(self, checkpoint, dtype: str = "float32", device=None, lebedev_num: Optional[int] = None,
+                 efa_exact: bool = False, edge_chunk: Optional[int] = None):
+        self.precision = Precision(dtype)
+        self.checkpoint = checkpoint
+        self.config = checkpoint.config.for_evaluation(lebedev_num=lebedev_num, efa_exact=efa_exact,
+                                                       edge_chunk=edge_chunk)
+        self.device = resolve_device(device)
+        self.fn = compiled_energy_and_forces(self.config)
+        with self.precision.scope():
+            self.params = jax.device_put(self.precision.cast(checkpoint.params), self.device)
+
+    def batch(self, graphs: Sequence[Graph], slots: Optional[Slots] = None) -> Batch:
+        """The padded host :class:`~efa_calc.nn.batch.Batch` of ``graphs`` (tight buckets by default)."""
+        slots = tight_slots(graphs) if slots is None else slots
+        return pad_graphs([g.numbers for g in graphs], [g.positions for g in graphs], [(g.dst, g.src) for g in graphs],
+                          slots.nodes_per_graph, slots.num_edges, slots.num_graphs, dtype=self.np_dtype)
+
+    def run(self, batch: Batch) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Graph energies (G,), forces (N, 3) and atomic energies (N,) of the *model* (no shift)
+        for a padded batch, as numpy arrays in the backend's dtype."""
+        # numpy inputs go straight into the jitted call (an explicit device_put of the
+        # eight arrays costs more than a small molecule's whole model call on CPU)
+        b = batch.replace(positions=np.asarray(batch.positions, self.np_dtype))
+        with self.precision.scope(), jax.default_device(self.device):
+            e_g, forces, e_i = self.fn(self.params, b)
+            return np.asarray(e_g), np.asarray(forces), np.asarray(e_i)
+
+    def predict(self, graphs: Sequence[Graph], slots: Optional[Slots] = None) -> list[Prediction]:
+        batch = self.batch(graphs, slots)
+        _, forces, e_i = self.run(batch)
+        mask = np.asarray(batch.node_mask)
+        self.check_finite(e_i[mask], forces[mask])
+        s = batch.nodes_per_graph
+        return [self.physical(g.numbers, e_i[k * s : k * s + len(g.numbers)], forces[k * s : k * s + len(g.numbers)])
+                for k, g in enumerate(graphs)]
+
+    def lower(self, graphs: Sequence[Graph], slots: Optional[Slots] = None):
+        with self.precision.scope(), jax.default_device(self.device):
+            return self.fn.lower(self.params, self.batch(graphs, slots))
