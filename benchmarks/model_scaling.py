@@ -66,7 +66,7 @@ def single(n: int, local: bool, repeats: int = 3) -> dict:
     from efa_calc.graphs.padding import pad_graphs
     from efa_calc.reference import from_reference_hyperparameters
     from efa_calc.graphs.neighbors import neighbor_pairs
-    from efa_calc.nn.energy_model import Batch, init_params
+    from efa_calc.nn.energy_model import init_params
     from efa_calc.backends.single import compiled_energy_and_forces
 
     pos = cluster(n)

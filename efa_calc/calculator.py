@@ -42,13 +42,14 @@ from typing import Sequence
 import numpy as np
 from ase import Atoms
 from ase.calculators.calculator import Calculator, all_changes
+from ase.stress import full_3x3_to_voigt_6_stress
 
 from efa_calc.backends.base import Graph, Slots
 from efa_calc.backends.single import Potential
 from efa_calc.checkpoint import Checkpoint, EnergyShift, load_checkpoint
-from efa_calc.envelope import check_physical_distances
+from efa_calc.envelope import PHYSICAL_MIN_DISTANCE_A, check_physical_distances, pair_distances
 from efa_calc.errors import InputError
-from efa_calc.graphs.neighbors import VerletList, neighbor_pairs
+from efa_calc.graphs.neighbors import VerletList, neighbor_list
 from efa_calc.graphs.padding import edge_bucket, node_bucket
 from efa_calc.graphs.validation import check_structure
 from efa_calc.guard import GUARD_MODES, Guard
@@ -117,7 +118,7 @@ class EFACalculator(Calculator):
         argument is a ``TypeError`` (ASE would silently keep it as an unused parameter).
     """
 
-    implemented_properties = ["energy", "free_energy", "forces", "energies", "energy_std", "forces_std"]
+    implemented_properties = ["energy", "free_energy", "forces", "energies", "stress", "energy_std", "forces_std"]
     default_parameters = {"dtype": "float32", "device": None, "strict": True, "skin": 0.0, "lebedev_num": None,
                           "guard": "warn", "efa_exact": False, "devices": None}
 
@@ -150,6 +151,8 @@ class EFACalculator(Calculator):
             self._build()
         elif changed:
             self.guard = Guard(self.checkpoints, self.parameters["guard"])
+        if changed:
+            self.reset()  # results of the old settings are stale
         return changed
 
     def _build(self) -> None:
@@ -171,6 +174,9 @@ class EFACalculator(Calculator):
         self.max_length = min(pot.config.max_length for pot in self.potentials)
         self.species = sorted(set.intersection(*(set(c.species) for c in self.checkpoints)),
                               key=lambda s: self.checkpoints[0].species.index(s))
+        # periodic structures: every member trained on periodic data, and local (the long-range
+        # blocks are defined for isolated molecules)
+        self.periodic = all(c.periodic and c.config.long_range is None for c in self.checkpoints)
         self._verlet = VerletList(self.cutoff, p["skin"])
         self._slots = Slots(0, 0, 1)
         self._warned: set = set()
@@ -218,8 +224,25 @@ class EFACalculator(Calculator):
     # ------------------------------------------------------------------ evaluation
     def _check(self, atoms: Atoms, where: str = "structure") -> None:
         check_structure(atoms.numbers, atoms.positions, atoms.pbc, self.species, self.max_length,
-                        self.parameters["strict"], self._warned, where)
-        check_physical_distances(atoms.positions, where)
+                        self.parameters["strict"], self._warned, where, atoms.cell.array, self.periodic)
+        if atoms.pbc.any() and self.sharded is not None:
+            raise InputError(f"{where} is periodic: devices= (sharded evaluation) supports isolated structures only; "
+                             "use devices=None")
+        if not atoms.pbc.any():
+            check_physical_distances(atoms.positions, where)
+
+    def _graph(self, atoms: Atoms, pairs, where: str = "structure") -> Graph:
+        """The structure with its pairs; periodic: image shifts, cell, and the 0.3 Å check
+        over every periodic image."""
+        if not atoms.pbc.any():
+            return Graph(atoms.numbers, atoms.positions, pairs.dst, pairs.src)
+        cell = atoms.cell.array
+        d = pair_distances(atoms.positions, pairs.dst, pairs.src, pairs.shifts, cell)
+        if len(d) and d.min() < PHYSICAL_MIN_DISTANCE_A:
+            k = int(np.argmin(d))
+            raise InputError(f"{where}: atoms {pairs.dst[k]} and {pairs.src[k]} (image {pairs.shifts[k].tolist()}) are "
+                             f"{d[k]:.3f} Å apart, closer than the physical minimum of {PHYSICAL_MIN_DISTANCE_A} Å")
+        return Graph(atoms.numbers, atoms.positions, pairs.dst, pairs.src, pairs.shifts, cell)
 
     def _grow_slots(self, n: int, num_pairs: int) -> Slots:
         """The calculator's slots for one structure: atom bucket of n; pair bucket only grows
@@ -251,12 +274,12 @@ class EFACalculator(Calculator):
         super().calculate(atoms, properties, system_changes)
         atoms = self.atoms
         self._check(atoms)
-        dst, src = self._verlet.pairs(atoms.positions)
-        reasons = self.guard.structure(atoms.numbers, atoms.positions, (dst, src))
-        slots = self._grow_slots(len(atoms), len(dst))
+        pairs = self._verlet.pairs(atoms.positions, atoms.cell.array, atoms.pbc)
+        graph = self._graph(atoms, pairs)
+        reasons = self.guard.structure(atoms.numbers, atoms.positions, pairs, cell=graph.cell)
+        slots = self._grow_slots(len(atoms), len(pairs.dst))
         if self.sharded is not None:
             self._check_shardable(atoms, "structure")
-        graph = Graph(atoms.numbers, atoms.positions, dst, src)
         preds = [b.predict([graph], slots)[0] for b in self._backends()]
         self.results = self._combine(preds)
         self.results["extrapolation"] = self.guard.verdict(atoms.numbers, reasons, [p.energy for p in preds])
@@ -271,6 +294,9 @@ class EFACalculator(Calculator):
             "forces": forces.mean(axis=0).astype(forces.dtype),
             "energies": atomic.mean(axis=0).astype(atomic.dtype),
         }
+        if preds[0].stress is not None:  # Voigt order xx yy zz yz xz xy, eV/Å³
+            stress = np.mean([p.stress for p in preds], axis=0)
+            res["stress"] = full_3x3_to_voigt_6_stress(stress).astype(forces.dtype)
         if self.is_committee:
             res["energy_std"] = float(energies.std())
             res["forces_std"] = forces.std(axis=0).astype(forces.dtype)
@@ -297,9 +323,10 @@ class EFACalculator(Calculator):
         out: list[dict] = []
         for start in range(0, len(structures), per_call):
             chunk = structures[start : start + per_call]
-            graphs = [Graph(a.numbers, a.positions, *neighbor_pairs(a.positions, self.cutoff)) for a in chunk]
-            reasons = [self.guard.structure(g.numbers, g.positions, (g.dst, g.src), f"structure {start + k}")
-                       for k, g in enumerate(graphs)]
+            pairs = [neighbor_list(a.positions, self.cutoff, a.cell.array, a.pbc) for a in chunk]
+            graphs = [self._graph(a, p, f"structure {start + k}") for k, (a, p) in enumerate(zip(chunk, pairs))]
+            reasons = [self.guard.structure(g.numbers, g.positions, p, f"structure {start + k}", g.cell)
+                       for k, (g, p) in enumerate(zip(graphs, pairs))]
             slots = Slots(node_bucket(max(len(a) for a in chunk)), edge_bucket(sum(len(g.dst) for g in graphs)),
                           min(per_call, 1 << (len(chunk) - 1).bit_length()))  # power-of-two graph slots
             per_model = [b.predict(graphs, slots) for b in self._backends()]

@@ -94,6 +94,8 @@ class Checkpoint:
       envelope: the training envelope (:class:`~efa_calc.envelope.Envelope`), or ``None``.
       config_checked: whether ``config.json`` carried a valid ``config_sha256`` (False for
         checkpoints written before the field existed and for ones built in memory).
+      periodic: trained on periodic data (cells, stress): only such a model evaluates
+        periodic structures (``config.json`` field ``"periodic": true``; absent = False).
     """
 
     config: ModelConfig
@@ -104,6 +106,7 @@ class Checkpoint:
     name: str = "model"
     envelope: Envelope | None = None
     config_checked: bool = False
+    periodic: bool = False
 
     @property
     def atomic_numbers(self) -> list[int]:
@@ -137,12 +140,10 @@ def git_commit(path: str | Path | None = None) -> str | None:
         return None
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
+def file_sha256(path: str | Path) -> str:
+    """Hex SHA-256 of a file's bytes."""
     with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def config_hash(meta: dict) -> str:
@@ -184,12 +185,15 @@ def save_checkpoint(ckpt: Checkpoint, path: str | Path, overwrite: bool = False)
             "units": {"energy": "eV", "length": "Angstrom", "forces": "eV/Angstrom"},
             "energy_shift": ckpt.energy_shift.to_dict(),
             "params_file": PARAMS_FILE,
-            "params_sha256": _sha256(tmp / PARAMS_FILE),
+            "params_sha256": file_sha256(tmp / PARAMS_FILE),
             "num_parameters": int(sum(v.size for v in flat.values())),
             "provenance": provenance,
         }
         if ckpt.envelope is not None:
             meta["envelope"] = ckpt.envelope.to_dict()
+        if ckpt.periodic:
+            meta["periodic"] = True
+            meta["units"]["stress"] = "eV/Angstrom^3"
         write_config(tmp, meta)
         if path.exists():
             shutil.rmtree(path)
@@ -247,7 +251,7 @@ def load_checkpoint(path: str | Path, check_shapes: bool = True) -> Checkpoint:
         raise CheckpointError(f"checkpoint {path}: invalid species {bad or species}")
     if not params_file.is_file():
         raise CheckpointError(f"checkpoint {path} is missing its parameter file {params_file.name}")
-    if _sha256(params_file) != sha:
+    if file_sha256(params_file) != sha:
         raise CheckpointError(f"checkpoint {path}: {params_file.name} is corrupt (SHA-256 checksum mismatch)")
     try:
         with np.load(params_file, allow_pickle=False) as z:
@@ -255,7 +259,7 @@ def load_checkpoint(path: str | Path, check_shapes: bool = True) -> Checkpoint:
     except (zipfile.BadZipFile, ValueError, OSError, EOFError) as exc:
         raise CheckpointError(f"checkpoint {path}: {params_file.name} is corrupt ({exc})") from exc
     ckpt = Checkpoint(config, _unflatten(flat), species, shift, meta.get("provenance", {}), meta.get("name", path.name),
-                      envelope)
+                      envelope, periodic=bool(meta.get("periodic", False)))
     if check_shapes:
         check_params(ckpt.params, config, where=f"checkpoint {path}")
     # Last, so that an edit with a specific consequence (unknown species, parameters that no

@@ -27,7 +27,6 @@ import math
 from typing import Sequence
 
 import numpy as np
-from ase.data import atomic_numbers as _Z
 from ase.data import chemical_symbols
 
 from efa_calc.errors import InputError
@@ -81,11 +80,20 @@ def check_physical_distances(positions: np.ndarray, where: str = "structure") ->
         )
 
 
-def _pair_stats(numbers: np.ndarray, positions: np.ndarray, dst: np.ndarray, src: np.ndarray, cutoff: float):
+def pair_distances(positions: np.ndarray, dst, src, shifts=None, cell=None) -> np.ndarray:
+    """|r_src − r_dst + n·cell| of every pair (Å); the image term only for periodic pairs."""
+    disp = positions[src] - positions[dst]
+    if shifts is not None and cell is not None:
+        disp = disp + np.asarray(shifts, np.float64) @ np.asarray(cell, np.float64)
+    return np.linalg.norm(disp, axis=1)
+
+
+def _pair_stats(numbers: np.ndarray, positions: np.ndarray, dst: np.ndarray, src: np.ndarray, cutoff: float,
+                shifts=None, cell=None):
     """Min distance per element pair and neighbour count per atom, for pairs within ``cutoff``."""
     numbers = np.asarray(numbers, int)
     if len(dst):
-        d = np.linalg.norm(positions[src] - positions[dst], axis=1)
+        d = pair_distances(positions, dst, src, shifts, cell)
         keep = d <= cutoff
         dst, src, d = dst[keep], src[keep], d[keep]
     else:
@@ -198,10 +206,11 @@ class Envelope:
         n = int(self.max_neighbors[symbol])
         return n + max(NEIGHBOR_MARGIN, int(math.ceil(0.1 * n)))
 
-    def check_structure(self, numbers, positions, pairs=None) -> list[tuple[str, str]]:
+    def check_structure(self, numbers, positions, pairs=None, cell=None) -> list[tuple[str, str]]:
         """``(key, reason)`` for every way the structure lies outside the envelope.
 
-        ``pairs`` = (dst, src) within at least the cutoff (computed when ``None``).
+        ``pairs`` = (dst, src) or (dst, src, image shifts) within at least the cutoff
+        (computed, non-periodic, when ``None``); ``cell`` (3, 3) Å for periodic pairs.
         """
         from efa_calc.graphs.neighbors import neighbor_pairs
 
@@ -216,8 +225,9 @@ class Envelope:
         lo, hi = self.num_atoms
         if not lo <= n <= hi:
             out.append(("num_atoms", f"{n} atoms, the training data has {lo}–{hi}"))
-        dst, src = pairs if pairs is not None else neighbor_pairs(positions, self.cutoff)
-        mins, counts = _pair_stats(numbers, positions, np.asarray(dst), np.asarray(src), self.cutoff)
+        dst, src, *shifts = pairs if pairs is not None else neighbor_pairs(positions, self.cutoff)
+        shifts = shifts[0] if shifts else None
+        mins, counts = _pair_stats(numbers, positions, np.asarray(dst), np.asarray(src), self.cutoff, shifts, cell)
         for key, (d, i, j) in mins.items():
             ref = self.min_distance.get(key)
             name = key.replace("-", "–")

@@ -44,15 +44,16 @@ class Guard:
         self.mode = mode
         self.warned: set = set()
 
-    def structure(self, numbers, positions, pairs, where: str = "structure") -> list:
-        """(key, reason) of every envelope the structure leaves; raises at once under
-        ``"error"`` (no model call wasted)."""
+    def structure(self, numbers, positions, pairs, where: str = "structure", cell=None) -> list:
+        """(key, reason) of every envelope the structure leaves (``pairs`` with image shifts
+        and ``cell`` in Å for periodic structures); raises at once under ``"error"`` (no
+        model call wasted)."""
         if self.mode == "off":
             return []
         out: list = []
         for c in self.checkpoints:
             if c.envelope is not None:
-                out += [r for r in c.envelope.check_structure(numbers, positions, pairs) if r not in out]
+                out += [r for r in c.envelope.check_structure(numbers, positions, pairs, cell) if r not in out]
         if self.mode == "error" and out:
             self._raise(out, where)
         return out

@@ -10,7 +10,6 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
-from ase import Atoms
 
 from efa_calc import EFACalculator, list_models
 from efa_calc.checkpoint import load_checkpoint

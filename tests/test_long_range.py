@@ -24,7 +24,7 @@ from efa_calc.nn.config import ModelConfig
 from efa_calc.errors import CheckpointError
 from efa_calc.models import resolve_model
 from efa_calc.graphs.neighbors import neighbor_pairs
-from efa_calc.nn.energy_model import Batch, energy_and_forces, init_params
+from efa_calc.nn.energy_model import energy_and_forces, init_params
 from efa_calc.nn.long_range import BLOCKS
 from efa_calc.nn.long_range.efa import EFAConfig, EuclideanFastAttention
 

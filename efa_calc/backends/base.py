@@ -37,12 +37,20 @@ class Graph(NamedTuple):
       numbers: (n,) atomic numbers.
       positions: (n, 3) Å.
       dst, src: (e,) int32 pairs in the model's convention (centre, neighbour).
+      shifts: (e, 3) integer image shifts of the pairs (periodic), or ``None``.
+      cell: (3, 3) Å, rows a, b, c (periodic), or ``None``.
     """
 
     numbers: Int[np.ndarray, "n"]
     positions: Float[np.ndarray, "n 3"]
     dst: Int[np.ndarray, "e"]
     src: Int[np.ndarray, "e"]
+    shifts: Optional[Int[np.ndarray, "e 3"]] = None
+    cell: Optional[Float[np.ndarray, "3 3"]] = None
+
+    @property
+    def is_periodic(self) -> bool:
+        return self.cell is not None
 
 
 class Slots(NamedTuple):
@@ -60,11 +68,13 @@ class Prediction(NamedTuple):
       energy: total energy in eV (float64, with the energy shift).
       forces: (n, 3) eV/Å in the backend's dtype.
       energies: (n,) per-atom energies in eV (with the shift) in the backend's dtype.
+      stress: (3, 3) eV/Å³, ASE's sign (positive under tension), for periodic graphs; else ``None``.
     """
 
     energy: float
     forces: np.ndarray
     energies: np.ndarray
+    stress: Optional[np.ndarray] = None
 
 
 def cost_of(lowered) -> dict:
@@ -105,14 +115,17 @@ class Backend(abc.ABC):
         with self.precision.scope():
             return cost_of(self.lower(graphs, slots))
 
-    def physical(self, numbers, model_energies: np.ndarray, forces: np.ndarray) -> Prediction:
-        """Add the energy shift (float64) to one structure's model atomic energies."""
+    def physical(self, numbers, model_energies: np.ndarray, forces: np.ndarray, stress=None) -> Prediction:
+        """Add the energy shift (float64) to one structure's model atomic energies (the
+        shift is per atom: it adds nothing to forces or stress)."""
         e_i = np.asarray(model_energies).astype(np.float64) + self.checkpoint.energy_shift.atomic(numbers)
-        return Prediction(float(np.sum(e_i)), np.array(forces, self.np_dtype), e_i.astype(self.np_dtype))
+        return Prediction(float(np.sum(e_i)), np.array(forces, self.np_dtype), e_i.astype(self.np_dtype),
+                          None if stress is None else np.array(stress, self.np_dtype))
 
-    def check_finite(self, energies: np.ndarray, forces: np.ndarray) -> None:
-        """Raise ``FloatingPointError`` for non-finite values of real atoms."""
-        if not (np.all(np.isfinite(energies)) and np.all(np.isfinite(forces))):
+    def check_finite(self, energies: np.ndarray, forces: np.ndarray, stress=None) -> None:
+        """Raise ``FloatingPointError`` for non-finite values of real atoms (and of the stress)."""
+        if not (np.all(np.isfinite(energies)) and np.all(np.isfinite(forces))
+                and (stress is None or np.all(np.isfinite(stress)))):
             raise FloatingPointError(
                 f"model {self.checkpoint.name!r} returned non-finite energies or forces; "
                 "the structure is probably far outside the training range"

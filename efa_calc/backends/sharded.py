@@ -58,7 +58,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from efa_calc.backends.base import Backend, Graph, Prediction
+from efa_calc.backends.base import Backend, Prediction
 from efa_calc.backends.partition import (
     METHODS, Capacities, ShardInputs, build_shards, partition, resolve_devices, shard_sizes,
 )

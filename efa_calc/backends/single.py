@@ -20,10 +20,10 @@ from efa_calc.backends.base import Backend, Graph, Prediction, Slots
 from efa_calc.graphs.padding import edge_bucket, node_bucket, pad_graphs
 from efa_calc.nn.batch import Batch
 from efa_calc.nn.config import ModelConfig
-from efa_calc.nn.energy_model import energy_and_forces
+from efa_calc.nn.energy_model import energy_and_forces, energy_forces_stress
 from efa_calc.nn.precision import Precision
 
-__all__ = ["Potential", "compiled_energy_and_forces", "resolve_device", "tight_slots"]
+__all__ = ["Potential", "compiled_energy_and_forces", "compiled_energy_forces_stress", "resolve_device", "tight_slots"]
 
 
 @functools.lru_cache(maxsize=None)
@@ -32,6 +32,16 @@ def compiled_energy_and_forces(config: ModelConfig):
 
     def fn(params, batch):
         return energy_and_forces(params, config, batch)
+
+    return jax.jit(fn)
+
+
+@functools.lru_cache(maxsize=None)
+def compiled_energy_forces_stress(config: ModelConfig):
+    """The process-wide jitted ``(params, periodic batch) -> (E_g, F, E_i, σ_g)`` (no shift)."""
+
+    def fn(params, batch):
+        return energy_forces_stress(params, config, batch)
 
     return jax.jit(fn)
 
@@ -78,34 +88,46 @@ class Potential(Backend):
                                                        edge_chunk=edge_chunk)
         self.device = resolve_device(device)
         self.fn = compiled_energy_and_forces(self.config)
+        self.fn_stress = compiled_energy_forces_stress(self.config)
         with self.precision.scope():
             self.params = jax.device_put(self.precision.cast(checkpoint.params), self.device)
 
     def batch(self, graphs: Sequence[Graph], slots: Optional[Slots] = None) -> Batch:
         """The padded host :class:`~efa_calc.nn.batch.Batch` of ``graphs`` (tight buckets by default)."""
         slots = tight_slots(graphs) if slots is None else slots
+        periodic = any(g.is_periodic for g in graphs)
+        shifts = [np.zeros((len(g.dst), 3)) if g.shifts is None else g.shifts for g in graphs] if periodic else None
+        cells = [np.eye(3) if g.cell is None else g.cell for g in graphs] if periodic else None
         return pad_graphs([g.numbers for g in graphs], [g.positions for g in graphs], [(g.dst, g.src) for g in graphs],
-                          slots.nodes_per_graph, slots.num_edges, slots.num_graphs, dtype=self.np_dtype)
+                          slots.nodes_per_graph, slots.num_edges, slots.num_graphs, dtype=self.np_dtype,
+                          shifts=shifts, cells=cells)
 
-    def run(self, batch: Batch) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _function(self, batch: Batch):
+        return self.fn_stress if batch.is_periodic else self.fn
+
+    def run(self, batch: Batch) -> tuple[np.ndarray, ...]:
         """Graph energies (G,), forces (N, 3) and atomic energies (N,) of the *model* (no shift)
-        for a padded batch, as numpy arrays in the backend's dtype."""
+        for a padded batch, plus the graphs' stresses (G, 3, 3) in eV/Å³ for a periodic
+        batch, as numpy arrays in the backend's dtype."""
         # numpy inputs go straight into the jitted call (an explicit device_put of the
         # eight arrays costs more than a small molecule's whole model call on CPU)
         b = batch.replace(positions=np.asarray(batch.positions, self.np_dtype))
         with self.precision.scope(), jax.default_device(self.device):
-            e_g, forces, e_i = self.fn(self.params, b)
-            return np.asarray(e_g), np.asarray(forces), np.asarray(e_i)
+            return tuple(np.asarray(a) for a in self._function(b)(self.params, b))
 
     def predict(self, graphs: Sequence[Graph], slots: Optional[Slots] = None) -> list[Prediction]:
         batch = self.batch(graphs, slots)
-        _, forces, e_i = self.run(batch)
+        _, forces, e_i, *stress = self.run(batch)
         mask = np.asarray(batch.node_mask)
-        self.check_finite(e_i[mask], forces[mask])
+        self.check_finite(e_i[mask], forces[mask], stress[0][np.asarray(batch.graph_mask)] if stress else None)
         s = batch.nodes_per_graph
-        return [self.physical(g.numbers, e_i[k * s : k * s + len(g.numbers)], forces[k * s : k * s + len(g.numbers)])
-                for k, g in enumerate(graphs)]
+        out = []
+        for k, g in enumerate(graphs):
+            rows = slice(k * s, k * s + len(g.numbers))
+            out.append(self.physical(g.numbers, e_i[rows], forces[rows], stress[0][k] if g.is_periodic else None))
+        return out
 
     def lower(self, graphs: Sequence[Graph], slots: Optional[Slots] = None):
+        batch = self.batch(graphs, slots)
         with self.precision.scope(), jax.default_device(self.device):
-            return self.fn.lower(self.params, self.batch(graphs, slots))
+            return self._function(batch).lower(self.params, batch)

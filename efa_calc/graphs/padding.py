@@ -58,6 +58,8 @@ def pad_graphs(
     num_edges: int,
     num_graphs: int | None = None,
     dtype=np.float64,
+    shifts: Sequence[np.ndarray] | None = None,
+    cells: Sequence[np.ndarray] | None = None,
 ) -> Batch:
     """Pack molecules into one padded :class:`~efa_calc.nn.batch.Batch` (numpy arrays, slot layout).
 
@@ -68,6 +70,10 @@ def pad_graphs(
       num_edges: total pair slots E (≥ the total number of pairs).
       num_graphs: graph slots G (≥ number of molecules; extra graphs are padding).
       dtype: floating dtype of the positions.
+      shifts, cells: periodic structures: per structure the integer image shifts (e, 3) of
+        its pairs and its cell (3, 3) in Å (rows a, b, c).  Given for all structures or none
+        (a molecule in a mixed batch has zero shifts and any non-singular cell); padding
+        graphs get the unit cell.
 
     Raises:
       ValueError: if a molecule or the pair list does not fit (never truncates).
@@ -100,4 +106,12 @@ def pad_graphs(
         e0 += ek
     segments = np.repeat(np.arange(g, dtype=np.int32), nodes_per_graph)
     graph_mask = np.arange(g) < len(numbers)
-    return Batch(z, r, dst, src, edge_mask, segments, node_mask, graph_mask, nodes_per_graph=nodes_per_graph)
+    cell_shifts = cell_array = None
+    if cells is not None:
+        cell_shifts = np.zeros((num_edges, 3), dtype)
+        if len(pairs):
+            cell_shifts[:e0] = np.concatenate([np.asarray(s_, dtype).reshape(-1, 3) for s_ in shifts])
+        cell_array = np.broadcast_to(np.eye(3, dtype=dtype), (g, 3, 3)).copy()
+        cell_array[: len(cells)] = np.asarray(cells, dtype)
+    return Batch(z, r, dst, src, edge_mask, segments, node_mask, graph_mask, cell_shifts, cell_array,
+                 nodes_per_graph=nodes_per_graph)

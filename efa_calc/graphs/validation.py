@@ -9,7 +9,24 @@ from ase.data import chemical_symbols
 
 from efa_calc.errors import InputError
 
-__all__ = ["max_pair_distance", "check_structure"]
+__all__ = ["check_cell", "check_structure", "max_pair_distance"]
+
+
+def check_cell(cell, pbc, where: str = "structure") -> None:
+    """Raise :class:`InputError` unless ``cell`` (3, 3) Å is finite and right-handed with a
+    positive volume (every periodic structure needs all three lattice vectors)."""
+    cell = np.zeros((3, 3)) if cell is None else np.asarray(cell, np.float64)
+    flags = np.asarray(pbc).tolist()
+    if cell.shape != (3, 3) or not np.all(np.isfinite(cell)):
+        raise InputError(f"{where}: the cell must be a finite 3×3 matrix (Å), got {cell.tolist()}")
+    volume = float(np.linalg.det(cell))
+    if not np.any(cell):
+        raise InputError(f"{where} has pbc={flags} but no cell (all lattice vectors zero); set atoms.cell")
+    if abs(volume) < 1e-6 * max(1.0, float(np.max(np.linalg.norm(cell, axis=1)))) ** 3:
+        raise InputError(f"{where} has pbc={flags} but a singular cell (volume {volume:.3g} Å³): give all three "
+                         "lattice vectors, including a vacuum direction for slabs")
+    if volume < 0:
+        raise InputError(f"{where}: the cell is left-handed (volume {volume:.3g} Å³ < 0); swap two lattice vectors")
 
 
 def max_pair_distance(positions: np.ndarray) -> float:
@@ -44,12 +61,15 @@ def check_structure(
     strict: bool = True,
     warned: set | None = None,
     where: str = "structure",
+    cell=None,
+    periodic_model: bool = False,
 ) -> None:
     """Raise :class:`InputError` for input the model cannot evaluate correctly.
 
-    Checks: non-empty; finite positions; no periodic boundary conditions; every element
-    in ``species``; largest interatomic distance ≤ ``max_length`` (Å), EFA's range of
-    rotational invariance — a one-time warning instead when ``strict`` is False
+    Checks: non-empty; finite positions; periodic boundary conditions only for a periodic
+    model and then a finite cell of positive volume (:func:`check_cell`); every element
+    in ``species``; for molecules, largest interatomic distance ≤ ``max_length`` (Å), EFA's
+    range of rotational invariance — a one-time warning instead when ``strict`` is False
     (``warned`` remembers that it was given).
     """
     numbers = np.asarray(numbers)
@@ -61,11 +81,15 @@ def check_structure(
     if not np.all(np.isfinite(positions)):
         bad = np.flatnonzero(~np.all(np.isfinite(positions), axis=1))
         raise InputError(f"{where} has NaN or infinite positions (atoms {bad[:10].tolist()})")
-    if np.any(np.asarray(pbc)):
+    periodic = bool(np.any(np.asarray(pbc)))
+    if periodic and not periodic_model:
         raise InputError(
-            f"{where} has periodic boundary conditions (pbc={np.asarray(pbc).tolist()}), but this model has no "
-            "periodic support (EFA is defined for isolated molecules); set atoms.pbc = False"
+            f"{where} has periodic boundary conditions (pbc={np.asarray(pbc).tolist()}), but this model was "
+            "trained on isolated molecules only (its checkpoint is not periodic); set atoms.pbc = False, or use "
+            "a model trained on periodic data"
         )
+    if periodic:
+        check_cell(cell, pbc, where)
     known = set(species)
     unknown = sorted({chemical_symbols[int(z)] if 0 <= int(z) < len(chemical_symbols) else f"Z={int(z)}"
                       for z in numbers} - known)
@@ -74,7 +98,7 @@ def check_structure(
             f"{where} contains element(s) {', '.join(unknown)} the model was not trained on; "
             f"the model knows {', '.join(species)}"
         )
-    if np.isfinite(max_length):
+    if np.isfinite(max_length) and not periodic:
         extent = max_pair_distance(positions)
         if extent > max_length:
             msg = (

@@ -36,9 +36,9 @@ from efa_calc.nn.long_range import block
 from efa_calc.nn.mara import MARAGate
 from efa_calc.nn.precision import Precision
 from efa_calc.nn.radial import radial_function
-from efa_calc.nn.tensor import MessagePass, edge_basis
+from efa_calc.nn.tensor import EdgeBasis, MessagePass, edge_basis
 
-__all__ = ["Batch", "EnergyModel", "atomic_energies", "energy_and_forces", "init_params"]
+__all__ = ["Batch", "EnergyModel", "atomic_energies", "energy_and_forces", "energy_forces_stress", "init_params"]
 
 
 def _mlp(x, features: int, name: str, zero_output: bool = True):
@@ -80,92 +80,98 @@ class EnergyModel(nn.Module):
         (``dst_idx``) the owned rows, so node-wise work is done for owned atoms only.  Both
         default to single-device evaluation (the identity).
         """
-        atomic_numbers, positions = batch.atomic_numbers, batch.positions
-        dst_idx, src_idx, edge_mask = batch.dst_idx, batch.src_idx, batch.edge_mask
-        batch_segments, node_mask = batch.batch_segments, batch.node_mask
-        num_graphs, nodes_per_graph = batch.num_graphs, batch.nodes_per_graph
         cfg = self.config
-        n = positions.shape[0]
-        dtype = positions.dtype
-
+        dtype = batch.positions.dtype
         extend = halo_exchange if halo_exchange is not None else (lambda a: a)
-        neighbour_positions = extend(positions)
-        # Edge basis; padding edges are moved beyond the cutoff, where the basis is exactly 0.
-        disp = neighbour_positions[src_idx] - positions[dst_idx]
-        if batch.cells is not None:  # periodic images: r_j + n·cell − r_i
-            disp = disp + jnp.einsum("ed,edk->ek", batch.cell_shifts, batch.cells[batch_segments[dst_idx]])
-        far = jnp.asarray([2.0 * cfg.cutoff + 1.0, 0.0, 0.0], dtype)
-        disp = jnp.where(edge_mask[:, None], disp, far)
-        basis = edge_basis(
-            disp, max_degree=cfg.mp_max_degree, num=cfg.num_basis_functions,
-            radial_fn=radial_function(cfg.radial_basis),
-            cutoff_fn=functools.partial(getattr(e3x.nn, cfg.cutoff_fn), cutoff=cfg.cutoff),
-        )
-        basis = basis._replace(radial=basis.radial * edge_mask[:, None].astype(dtype))
-
-        x = e3x.nn.Embed(num_embeddings=cfg.zmax, features=cfg.num_features, dtype=dtype, name="embed")(atomic_numbers)
-
-        lr = cfg.long_range
-        if lr is not None:
-            # Centre every graph on its centroid: exact in real arithmetic (EFA depends on
-            # r_j − r_i only), and it keeps ERoPE phases small in float32.
-            mask = node_mask.astype(dtype)[:, None]
-            total = jax.ops.segment_sum(positions * mask, batch_segments, num_graphs)
-            count = jax.ops.segment_sum(mask, batch_segments, num_graphs)
-            if axis_name is not None:
-                total, count = jax.lax.psum((total, count), axis_name)
-            centred = positions - (total / jnp.maximum(count, 1.0))[batch_segments]
-
+        neighbour_positions = extend(batch.positions)
+        basis = _edge_basis(cfg, batch, neighbour_positions)
+        x = e3x.nn.Embed(num_embeddings=cfg.zmax, features=cfg.num_features, dtype=dtype, name="embed")(
+            batch.atomic_numbers)
+        centred = None if cfg.long_range is None else _centred_positions(batch, axis_name)
         for t in range(cfg.num_iterations):
             last = t == cfg.num_iterations - 1
-            x_src = extend(x)
-            gate = None
-            if cfg.mara_gate is not None:
-                gate = MARAGate(cfg.mara_gate, cfg.cutoff, name=f"mara_gate_{t}")(
-                    x_src[:, 0, 0, :], neighbour_positions, dst_idx, src_idx, edge_mask
-                )
+            y = _local_branch(cfg, t, last, extend(x), basis, batch, neighbour_positions)
             if last:
-                y = MessagePass(max_degree=0, include_pseudotensors=False, dtype=dtype, edge_chunk=cfg.edge_chunk,
-                                name=f"message_pass_{t}")(
-                    x_src, basis, dst_idx, src_idx, n, gate
-                )
                 x = e3x.nn.change_max_degree_or_type(x, max_degree=0, include_pseudotensors=False)
-            else:
-                y = MessagePass(dtype=dtype, edge_chunk=cfg.edge_chunk, name=f"message_pass_{t}")(
-                    x_src, basis, dst_idx, src_idx, n, gate)
             # e3x's Clebsch–Gordan tables are float64 when x64 is on: keep the compute dtype.
             y = _mlp(e3x.nn.add(x, y.astype(dtype)), cfg.num_features, f"local_mlp_{t}", cfg.output_is_zero_at_init)
-
             y_nl = None
-            if lr is not None and t in lr.iterations:
-                if last or x.shape[-2] == 1:
-                    x_lr = e3x.nn.change_max_degree_or_type(x, max_degree=0, include_pseudotensors=False)
-                else:
-                    x_lr = e3x.nn.change_max_degree_or_type(
-                        x, max_degree=lr.max_degree, include_pseudotensors=lr.include_pseudotensors
-                    )
-                sharded = {} if axis_name is None else {"axis_name": axis_name}
-                y_nl = block(lr.kind).module(lr, name=f"long_range_{t}")(
-                    x_lr, centred, batch_segments, node_mask, num_graphs, nodes_per_graph, **sharded
-                )
-                y_nl = Dense(cfg.num_features, dtype=dtype, name=f"long_range_projection_{t}")(y_nl.astype(dtype))
-                y_nl = _mlp(e3x.nn.add(y_nl, x), cfg.num_features, f"long_range_mlp_{t}", cfg.output_is_zero_at_init)
-
-            if cfg.use_switch:
-                c = self.param(f"switch_{t}", nn.initializers.constant(0.5), (1,)).astype(dtype)
-                terms = [x, jax.nn.silu(c) * y]
-                if y_nl is not None:
-                    terms.append(jax.nn.silu(1.0 - c) * y_nl)
-            else:
-                terms = [x, y] + ([y_nl] if y_nl is not None else [])
-            x = e3x.nn.add(*terms)
+            if cfg.long_range is not None and t in cfg.long_range.iterations:
+                y_nl = _long_range_branch(cfg, t, last, x, centred, batch, axis_name)
+            x = self._mix(t, x, y, y_nl)
 
         x = e3x.nn.change_max_degree_or_type(x, max_degree=0, include_pseudotensors=False)
         readout_init = nn.initializers.zeros if cfg.output_is_zero_at_init else nn.initializers.lecun_normal()
         e = nn.Dense(1, use_bias=False, dtype=dtype, kernel_init=readout_init, name="readout")(x)
         bias = self.param("element_bias", nn.initializers.zeros, (cfg.zmax + 1,)).astype(dtype)
-        e = jnp.squeeze(e, axis=(-1, -2, -3)) + bias[atomic_numbers]
-        return e * node_mask.astype(e.dtype)
+        e = jnp.squeeze(e, axis=(-1, -2, -3)) + bias[batch.atomic_numbers]
+        return e * batch.node_mask.astype(e.dtype)
+
+    def _mix(self, t: int, x, y, y_nl):
+        """x + silu(c_t)·y + silu(1 − c_t)·y_nl (plain sum without the learned switch)."""
+        if not self.config.use_switch:
+            return e3x.nn.add(*([x, y] + ([y_nl] if y_nl is not None else [])))
+        c = self.param(f"switch_{t}", nn.initializers.constant(0.5), (1,)).astype(x.dtype)
+        terms = [x, jax.nn.silu(c) * y]
+        if y_nl is not None:
+            terms.append(jax.nn.silu(1.0 - c) * y_nl)
+        return e3x.nn.add(*terms)
+
+
+def _edge_basis(cfg: ModelConfig, batch: Batch, neighbour_positions) -> EdgeBasis:
+    """The factorised edge basis of every pair; padding pairs are moved beyond the cutoff,
+    where the basis is exactly 0 (and their radial part is masked to 0)."""
+    dtype = batch.positions.dtype
+    disp = neighbour_positions[batch.src_idx] - batch.positions[batch.dst_idx]
+    if batch.cells is not None:  # periodic images: r_j + n·cell − r_i
+        disp = disp + jnp.einsum("ed,edk->ek", batch.cell_shifts, batch.cells[batch.batch_segments[batch.dst_idx]])
+    far = jnp.asarray([2.0 * cfg.cutoff + 1.0, 0.0, 0.0], dtype)
+    disp = jnp.where(batch.edge_mask[:, None], disp, far)
+    basis = edge_basis(
+        disp, max_degree=cfg.mp_max_degree, num=cfg.num_basis_functions,
+        radial_fn=radial_function(cfg.radial_basis),
+        cutoff_fn=functools.partial(getattr(e3x.nn, cfg.cutoff_fn), cutoff=cfg.cutoff),
+    )
+    return basis._replace(radial=basis.radial * batch.edge_mask[:, None].astype(dtype))
+
+
+def _centred_positions(batch: Batch, axis_name: Optional[str]):
+    """Positions relative to their graph's centroid: exact in real arithmetic (the long-range
+    blocks depend on r_j − r_i only), and it keeps ERoPE phases small in float32."""
+    mask = batch.node_mask.astype(batch.positions.dtype)[:, None]
+    total = jax.ops.segment_sum(batch.positions * mask, batch.batch_segments, batch.num_graphs)
+    count = jax.ops.segment_sum(mask, batch.batch_segments, batch.num_graphs)
+    if axis_name is not None:
+        total, count = jax.lax.psum((total, count), axis_name)
+    return batch.positions - (total / jnp.maximum(count, 1.0))[batch.batch_segments]
+
+
+def _local_branch(cfg: ModelConfig, t: int, last: bool, x_src, basis: EdgeBasis, batch: Batch, neighbour_positions):
+    """Message pass t (scalar output in the last iteration), with the MARA gate if configured."""
+    gate = None
+    if cfg.mara_gate is not None:
+        gate = MARAGate(cfg.mara_gate, cfg.cutoff, name=f"mara_gate_{t}")(
+            x_src[:, 0, 0, :], neighbour_positions, batch.dst_idx, batch.src_idx, batch.edge_mask
+        )
+    degree = {"max_degree": 0, "include_pseudotensors": False} if last else {}
+    mp = MessagePass(dtype=batch.positions.dtype, edge_chunk=cfg.edge_chunk, name=f"message_pass_{t}", **degree)
+    return mp(x_src, basis, batch.dst_idx, batch.src_idx, batch.positions.shape[0], gate)
+
+
+def _long_range_branch(cfg: ModelConfig, t: int, last: bool, x, centred, batch: Batch, axis_name: Optional[str]):
+    """MLP(add(Dense(block_t(x_lr, r)), x)) with x_lr = x cut to the block's degree/parity."""
+    lr, dtype = cfg.long_range, batch.positions.dtype
+    if last or x.shape[-2] == 1:
+        x_lr = e3x.nn.change_max_degree_or_type(x, max_degree=0, include_pseudotensors=False)
+    else:
+        x_lr = e3x.nn.change_max_degree_or_type(x, max_degree=lr.max_degree,
+                                                include_pseudotensors=lr.include_pseudotensors)
+    sharded = {} if axis_name is None else {"axis_name": axis_name}
+    y_nl = block(lr.kind).module(lr, name=f"long_range_{t}")(
+        x_lr, centred, batch.batch_segments, batch.node_mask, batch.num_graphs, batch.nodes_per_graph, **sharded
+    )
+    y_nl = Dense(cfg.num_features, dtype=dtype, name=f"long_range_projection_{t}")(y_nl.astype(dtype))
+    return _mlp(e3x.nn.add(y_nl, x), cfg.num_features, f"long_range_mlp_{t}", cfg.output_is_zero_at_init)
 
 
 def init_params(config: ModelConfig, rng: jax.Array, batch: Batch) -> dict:
@@ -196,3 +202,33 @@ def energy_and_forces(
     e_g = jax.ops.segment_sum(e_i, batch.batch_segments, batch.num_graphs)
     e_g = jnp.where(batch.graph_mask, e_g, 0.0)
     return e_g, -grad, e_i
+
+
+def energy_forces_stress(
+    params: dict, config: ModelConfig, batch: Batch
+) -> tuple[Float[Array, "G"], Float[Array, "N 3"], Float[Array, "N"], Float[Array, "G 3 3"]]:
+    """:func:`energy_and_forces` plus the stress of every periodic graph (eV/Å³).
+
+    The stress is the derivative of the energy with respect to a symmetric strain ε of the
+    cell and the positions together, r ↦ r(1 + ε), cell ↦ cell(1 + ε), divided by the cell
+    volume: σ_g = (1/V_g) ∂E_g/∂ε (ASE's sign: positive under tension).  Autodiff of the
+    same energy as the forces, no hand-written virial.  Needs ``batch.cells``.
+    """
+    if batch.cells is None:
+        raise ValueError("energy_forces_stress needs a periodic batch (batch.cells)")
+    seg = batch.batch_segments
+    dtype = batch.positions.dtype
+
+    def total(positions, strain):
+        sym = 0.5 * (strain + jnp.swapaxes(strain, 1, 2))
+        deformed = batch.replace(positions=positions + jnp.einsum("nd,nde->ne", positions, sym[seg]),
+                                 cells=batch.cells + jnp.einsum("gad,gde->gae", batch.cells, sym))
+        e_i = atomic_energies(params, config, deformed)
+        return jnp.sum(e_i), e_i
+
+    zero = jnp.zeros((batch.num_graphs, 3, 3), dtype)
+    (_, e_i), (grad, dedstrain) = jax.value_and_grad(total, argnums=(0, 1), has_aux=True)(batch.positions, zero)
+    e_g = jnp.where(batch.graph_mask, jax.ops.segment_sum(e_i, seg, batch.num_graphs), 0.0)
+    volume = jnp.abs(jnp.linalg.det(batch.cells))
+    stress = dedstrain / jnp.where(batch.graph_mask, volume, 1.0)[:, None, None]
+    return e_g, -grad, e_i, jnp.where(batch.graph_mask[:, None, None], stress, 0.0)

@@ -202,8 +202,8 @@ def messages(
 EDGE_CHUNK = 1024
 
 #: Only edge lists longer than this many chunks are chunked: below, one pass is faster for
-#: training steps (a loss on forces, differentiated again: 106 vs 124 ms for 32 C9H4, 2236
-#: pairs), while single energy+forces calls gain from chunks from ~8000 pairs on.
+#: training steps (a loss on forces, differentiated again), while single energy+forces
+#: calls gain from chunks from ~8000 pairs on (measurements in ``docs/performance.md``).
 CHUNKS_ABOVE = 4
 
 

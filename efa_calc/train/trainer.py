@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import hashlib
 import json
 import os
 import platform
@@ -37,7 +36,7 @@ import numpy as np
 import optax
 from tqdm.auto import tqdm
 
-from efa_calc.checkpoint import Checkpoint, EnergyShift, git_commit, save_checkpoint
+from efa_calc.checkpoint import Checkpoint, file_sha256, git_commit, save_checkpoint
 from efa_calc.data import BatchSampler, Dataset, fit_energy_shift, read_dataset, split_indices
 from efa_calc.data.batches import TrainingBatch
 from efa_calc.nn.batch import Batch
@@ -47,14 +46,6 @@ from efa_calc.train.config import TrainConfig, TrainingOptions
 from efa_calc.train.initialisation import rescale_to_unit_outputs
 
 __all__ = ["Trainer", "train"]
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _schedule(o: TrainingOptions):
@@ -275,7 +266,7 @@ class Trainer:
     # ------------------------------------------------------------------ outputs
     def _provenance(self) -> dict:
         return {
-            "data": {"path": str(self.cfg.data_path), "sha256": _sha256(self.cfg.data_path) if self.cfg.data_path.is_file() else None,
+            "data": {"path": str(self.cfg.data_path), "sha256": file_sha256(self.cfg.data_path) if self.cfg.data_path.is_file() else None,
                      "num_frames": len(self.ds), "split": {"train": len(self.train_idx), "valid": len(self.valid_idx),
                                                             "test": len(self.test_idx)}, "split_seed": self.cfg.split_seed,
                      "include": self.cfg.include},

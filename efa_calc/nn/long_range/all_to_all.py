@@ -27,7 +27,6 @@ import functools
 import math
 from typing import ClassVar, Optional
 
-import e3x
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -36,7 +35,7 @@ from jaxtyping import Array, Bool, Float, Integer
 
 from efa_calc.nn.dense import Dense
 from efa_calc.nn.long_range import LongRangeConfig, register
-from efa_calc.nn.long_range.efa import pair_j0, pair_layout, safe_distances
+from efa_calc.nn.long_range.pair_kernels import pair_j0, pair_layout, safe_distances
 
 __all__ = ["AllToAllConfig", "AllToAllAttention", "distance_frequencies"]
 
@@ -160,6 +159,6 @@ def pair_j0_between(
     positions: Float[Array, "N 3"], key_positions: Float[Array, "Nk 3"], omega: np.ndarray
 ) -> Float[Array, "1 N Nk K"]:
     """j₀(ω_k |r_i − r_j|) between local atoms i and gathered key atoms j (1 at r = 0, with
-    a finite gradient there, as :func:`~efa_calc.nn.long_range.efa.pair_j0`)."""
+    a finite gradient there, as :func:`~efa_calc.nn.long_range.pair_kernels.pair_j0`)."""
     dist = safe_distances(positions[:, None, :] - key_positions[None, :, :])
     return jnp.sinc(dist[..., None] * jnp.asarray(np.asarray(omega) / np.pi, positions.dtype))[None]
