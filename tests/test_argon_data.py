@@ -63,9 +63,13 @@ def test_planning_is_deterministic():
         np.testing.assert_array_equal(x.cell.array, y.cell.array)
 
 
-def test_unknown_block_is_refused():
+def test_bad_config_is_refused_with_the_key_named():
     with pytest.raises(ValueError, match="unknown argon blocks"):
         plan_argon({**TINY, "gas_nvt": {"temperatures_K": [300.0]}})
+    with pytest.raises(ValueError, match="lack.*sigma_A"):
+        plan_argon({k: v for k, v in TINY.items() if k != "sigma_A"})
+    with pytest.raises(ValueError, match="'solid_nvt' lacks.*max_strain"):
+        plan_argon({**TINY, "solid_nvt": {k: v for k, v in TINY["solid_nvt"].items() if k != "max_strain"}})
 
 
 def _state_points(cfg: dict) -> set:

@@ -155,3 +155,19 @@ def test_bad_input_is_named():
     with pytest.raises(ValueError, match="zero cell vector"):
         lab.compute(Atoms("Ar2", [[0, 0, 0], [3, 0, 0]], pbc=True))
     lab.close()
+
+
+def test_strongly_tilted_cell_is_reduced_to_the_same_lattice(labeller):
+    """b → b + 2a and c → c − b − a describe the same crystal: LAMMPS only accepts it after
+    Prism's reduction; labels must not change (and still match the direct sum)."""
+    atoms = _triclinic(seed=9, rotate=False)
+    cell = atoms.cell.array
+    tilted = atoms.copy()
+    tilted.set_cell(np.array([cell[0], cell[1] + 2 * cell[0], cell[2] - cell[1] - cell[0]]), scale_atoms=False)
+    a, b = labeller(atoms), labeller(tilted)
+    assert abs(a.energy - b.energy) < 1e-10
+    np.testing.assert_allclose(b.forces, a.forces, atol=1e-10)
+    np.testing.assert_allclose(b.stress, a.stress, atol=1e-12)
+    e_ref, f_ref, s_ref = numpy_lj(tilted)
+    assert abs(b.energy - e_ref) < 1e-9 * len(atoms)
+    np.testing.assert_allclose(b.stress, s_ref, atol=1e-11)

@@ -43,6 +43,13 @@ __all__ = ["AMU_PER_A3_TO_G_PER_CM3", "argon_pair_commands", "plan_argon", "argo
 
 AMU_PER_A3_TO_G_PER_CM3 = 1.66053906660
 _SANE_DENSITY = (0.7, 2.0)  # g/cm³: outside, a "liquid" has boiled or cavitated
+_REQUIRED = ("seed", "pair_style", "epsilon_eV", "sigma_A", "mass_amu", "timestep_fs", "tdamp_fs", "pdamp_fs",
+             "equilibration_ps")
+_BLOCK_KEYS = {
+    "liquid_nvt": ("temperatures_K", "densities_g_cm3", "num_atoms", "frames", "spacing_ps"),
+    "liquid_npt": ("temperatures_K", "pressures_bar", "num_atoms", "frames", "spacing_ps"),
+    "solid_nvt": ("temperatures_K", "lattice_A", "repeats", "frames", "spacing_ps"),
+}
 _MELTED_RMS_A = 1.0  # Å from the lattice sites; Lindemann's melting criterion is ~0.1 × 3.8 Å
 
 
@@ -197,6 +204,15 @@ def plan_argon(params: dict) -> list[Atoms]:
     unknown = sorted(k for k, v in params.items() if isinstance(v, dict) and k not in known)
     if unknown:
         raise ValueError(f"unknown argon blocks {unknown}; known: {list(known)}")
+    missing = [k for k in _REQUIRED if k not in params]
+    if missing:
+        raise ValueError(f"argon params lack {missing} (required: {list(_REQUIRED)})")
+    for name in known:
+        block = params.get(name, {})
+        need = _BLOCK_KEYS[name] + (("strains", "max_strain") if name == "solid_nvt" else ())
+        lacking = [k for k in need if block and k not in block]
+        if lacking:
+            raise ValueError(f"argon block {name!r} lacks {lacking} (required: {list(need)})")
     rng = np.random.default_rng(int(params["seed"]))
     jobs = [j for name in known if name in params for j in _block_jobs(name, params[name])]
     frames = []
