@@ -135,7 +135,8 @@ def plot(series: dict, summary: dict, args, path: Path) -> None:
     ax.axhline(d["mean"], color="k", lw=1, label=f"production mean {d['mean']:.4f} ± {d['se']:.4f} g/cm³")
     ax.set_ylabel("density (g/cm³)")
     ax.set_title(f"LAMMPS NPT, {series['num_atoms']} Ar, lj/smooth/linear 8.5 Å, {args.temperature} K, {args.pressure_bar} bar")
-    ax.legend(loc="lower right", fontsize=8)
+    ax.set_ylim(rho.min() - 0.02, rho.max() + 0.08 * (rho.max() - rho.min()) + 0.04)  # room for the legend
+    ax.legend(loc="upper center", ncol=2, fontsize=8, framealpha=0.9)
     bx.plot(t, series["pe_eV_per_atom"] * 1000, lw=0.7, color="C1")
     bx.axvspan(0, args.equil_ps, color="0.9")
     bx.set_ylabel("potential energy (meV/atom)")

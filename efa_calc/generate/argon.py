@@ -10,8 +10,8 @@ of state points given by the config:
 
 * ``liquid_nvt``: cubic boxes of ``num_atoms`` atoms at ``densities_g_cm3`` (g/cm³), random
   non-overlapping start (nearest distance ≥ 3 Å), energy-minimised, then NVT at each T;
-* ``liquid_npt``: the same start, then NPT (isotropic) at ``pressures_bar``, so the
-  densities are the potential's own at (T, P);
+* ``liquid_npt``: the same kind of start at 1.3 g/cm³, then NPT (isotropic) at
+  ``pressures_bar``, so the densities are the potential's own at (T, P);
 * ``solid_nvt``: fcc crystals (``repeats`` of the cubic 4-atom cell) with lattice constants
   ``lattice_A`` under random small symmetric strains (``max_strain``, shear included:
   triclinic cells), NVT at each T.
