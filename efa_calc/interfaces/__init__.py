@@ -1,0 +1,1 @@
+"""Interfaces to other simulation codes (LAMMPS, ...); each needs its own optional extra."""
