@@ -244,7 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
     i.set_defaults(func=_cmd_ipi)
 
     lm = sub.add_parser("lammps", help="run a LAMMPS input with the model in its 'fix ID all external pf/callback 1 1'")
-    lm.add_argument("input", help="LAMMPS input file (units metal; LAMMPS atom type i is element i of --elements)")
+    lm.add_argument("input", metavar="IN", help="LAMMPS input file (units metal; type i is element i of --elements)")
     lm.add_argument("--model", required=True, help="bundled model name or checkpoint directory")
     lm.add_argument("--elements", required=True, help="chemical symbol of each LAMMPS atom type, in order: C,H")
     lm.add_argument("--dtype", default="float32", choices=["float32", "float64"])

@@ -48,12 +48,15 @@ def _data_file(path: Path, atoms, velocities: bool = True) -> Path:
     return path
 
 
-def _setup(data: Path, boundary: str = "f f f", units_: str = "metal", fix: str = "fix efa all external pf/callback 1 1",
-           masses=None) -> str:
+FIX = "fix efa all external pf/callback 1 1"
+FIX_MODIFY = "fix_modify efa energy yes virial yes"
+
+
+def _setup(data: Path, boundary: str = "f f f", units_: str = "metal", fix: str = FIX, masses=None) -> str:
     lines = [f"units {units_}", "atom_style atomic", f"boundary {boundary}", "atom_modify map array",
              f"read_data {data}"]
     lines += [f"mass {k} {m!r}" for k, m in enumerate(masses or [], start=1)]
-    lines += [fix, "fix_modify efa energy yes virial yes", "thermo 50"]
+    lines += [fix, FIX_MODIFY, "thermo 50"]
     return "\n".join(lines) + "\n"
 
 
@@ -205,9 +208,9 @@ def test_cli_refuses_bad_input_with_exit_2(tmp_path, capsys, case, message):
     data = _data_file(tmp_path / "c9h4.data", _start())
     setup, elements = _setup(data), "C,H"
     if case == "no fix":
-        setup = setup.replace("fix efa all external pf/callback 1 1", "").replace("fix_modify efa energy yes virial yes", "")
+        setup = setup.replace(FIX, "").replace(FIX_MODIFY, "")
     elif case == "fix of another style":
-        setup = _setup(data, fix="fix efa all nve").replace("fix_modify efa energy yes virial yes", "")
+        setup = _setup(data, fix="fix efa all nve").replace(FIX_MODIFY, "")
     elif case == "type without element":
         elements = "C"
     elif case == "unknown element":
@@ -254,3 +257,19 @@ def test_libmpi_is_found_without_ld_library_path(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
                          timeout=300)
     assert out.returncode == 0 and "version 2025" in out.stdout, out.stderr[-2000:]
+
+
+@pytest.mark.slow
+def test_cli_under_two_mpi_ranks_exits_2(tmp_path):
+    """mpiexec -n 2 efa-calc lammps ...: both ranks refuse before any step, exit status 2."""
+    mpiexec = Path(sys.prefix) / "bin" / "mpiexec"
+    if not mpiexec.is_file():
+        pytest.skip("no mpiexec from the mpich wheel in this environment")
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    cmd = [str(mpiexec), "-n", "2", sys.executable, "-m", "efa_calc.cli", "lammps",
+           str(REPO / "examples/lammps/in.c9h4-nve"), "--model", MODEL, "--elements", "C,H", "--log", "none",
+           "--var", "datafile", str(REPO / "examples/lammps/c9h4.data")]
+    out = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 2, out.stderr[-2000:]
+    assert out.stderr.count("LAMMPS runs on 2 MPI ranks") == 2
+    assert "Loop time" not in out.stdout

@@ -220,7 +220,8 @@ class EFAFix:
                 e_local = np.empty(nlocal)
                 e_local[order] = energies
                 self.lmp.fix_external_set_energy_peratom(self.fix_id, e_local)
-            virial = periodic_virial(self.atoms) if self.atoms.pbc.any() else finite_virial(self.atoms.positions, forces)
+            periodic = self.atoms.pbc.any()
+            virial = periodic_virial(self.atoms) if periodic else finite_virial(self.atoms.positions, forces)
             self.lmp.fix_external_set_virial_global(self.fix_id, virial)
             self.calls += 1
         except BaseException as exc:  # noqa: BLE001 - nothing may escape into LAMMPS's C++ frames
