@@ -22,8 +22,8 @@ barostat, which rescales the box and asks for energies, works) — for periodic 
 none exists until periodic cells do (issue 22), so it is refused today.
 
 Errors inside the force (atoms closer than 0.3 Å, ``guard="error"``) propagate as
-exceptions out of ``Context.getState`` / ``Integrator.step``.  The force cannot be
-serialised with ``XmlSerializer`` (it would pickle the calculator).
+exceptions out of ``Context.getState`` / ``Integrator.step``.  The force is not meant for
+``XmlSerializer`` (which pickles the Python function, here the calculator).
 """
 
 from __future__ import annotations
