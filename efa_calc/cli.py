@@ -97,6 +97,24 @@ def _cmd_ipi(args) -> int:
     return 0
 
 
+def _cmd_lammps(args) -> int:
+    """Run a LAMMPS input with the model behind its fix external; exit 2 for bad input, 1 for a failed run."""
+    from efa_calc.errors import EFAError
+    from efa_calc.interfaces.lammps_run import RunFailed, run_input
+
+    try:
+        out = run_input(args.input, args.model, args.elements, fix_id=args.fix_id, log=args.log,
+                        variables=dict(args.var or []), dtype=args.dtype, guard=args.guard)
+    except (EFAError, ImportError, ValueError) as exc:
+        print(f"efa-calc lammps: error: {exc}", file=sys.stderr)
+        return 2
+    except RunFailed as exc:
+        print(f"efa-calc lammps: {exc}", file=sys.stderr)
+        return 1
+    print(f"efa-calc lammps: {args.input}: done at step {out['steps']}, {out['calls']} model calls")
+    return 0
+
+
 def _cmd_eval(args) -> int:
     """Evaluate a model on every frame of a file; errors against its reference labels."""
     from ase.io import read, write
@@ -224,6 +242,18 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--guard", default="warn", choices=["warn", "error", "off"],
                    help="extrapolation guard: warn (default), error or off when a structure leaves the training envelope")
     i.set_defaults(func=_cmd_ipi)
+
+    lm = sub.add_parser("lammps", help="run a LAMMPS input with the model in its 'fix ID all external pf/callback 1 1'")
+    lm.add_argument("input", metavar="IN", help="LAMMPS input file (units metal; type i is element i of --elements)")
+    lm.add_argument("--model", required=True, help="bundled model name or checkpoint directory")
+    lm.add_argument("--elements", required=True, help="chemical symbol of each LAMMPS atom type, in order: C,H")
+    lm.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    lm.add_argument("--fix-id", default="efa", help="ID of the fix external in the input (default: efa)")
+    lm.add_argument("--guard", default="warn", choices=["warn", "error", "off"], help="extrapolation guard")
+    lm.add_argument("--log", default="log.lammps", help="LAMMPS log file (default log.lammps; 'none': no log)")
+    lm.add_argument("--var", nargs=2, action="append", metavar=("NAME", "VALUE"),
+                    help="define a LAMMPS index variable, as lmp -var NAME VALUE (repeatable)")
+    lm.set_defaults(func=_cmd_lammps)
 
     m = sub.add_parser("models", help="list the models found by name (bundled and EFA_CALC_MODEL_PATH)")
     m.set_defaults(func=_cmd_models)

