@@ -8,6 +8,7 @@ import pytest
 from ase import Atoms
 from ase.build import bulk
 from ase.neighborlist import neighbor_list as ase_neighbor_list
+from ase.stress import full_3x3_to_voigt_6_stress
 
 from efa_calc import EFACalculator, InputError
 from efa_calc.checkpoint import Checkpoint
@@ -180,3 +181,21 @@ def test_bad_periodic_input_is_refused_before_xla(model):
     molecular.numbers[:] = 6
     with pytest.raises(InputError, match="trained on isolated molecules only"):
         molecular.get_potential_energy()
+
+
+def test_sharded_evaluation_refuses_periodic_structures(model):
+    atoms = crystal(8)
+    atoms.calc = EFACalculator(model, dtype="float64", devices=1)
+    with pytest.raises(InputError, match="devices= .* isolated structures only"):
+        atoms.get_potential_energy()
+
+
+def test_evaluate_batch_of_periodic_frames_equals_single_calls(model):
+    frames = [crystal(9), crystal(10, repeat=(2, 1, 1))]
+    calc = EFACalculator(model, dtype="float64", guard="off")
+    batch = calc.evaluate_batch(frames, batch_size=4)
+    for atoms, res in zip(frames, batch):
+        e, f, s = evaluate(model, atoms)
+        assert abs(res["energy"] - e) < 1e-10 * abs(e)
+        np.testing.assert_allclose(res["forces"], f, atol=1e-10)
+        np.testing.assert_allclose(res["stress"], full_3x3_to_voigt_6_stress(s), atol=1e-12)

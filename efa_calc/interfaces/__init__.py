@@ -18,7 +18,6 @@ __all__ = ["model_is_periodic"]
 
 
 def model_is_periodic(calc) -> bool:
-    """Whether an ASE calculator can evaluate periodic cells (it computes ``stress``).
-
-    The switch of the periodic path: models trained on periodic data do."""
-    return "stress" in getattr(calc, "implemented_properties", ())
+    """Whether a calculator evaluates periodic cells: an :class:`~efa_calc.EFACalculator`
+    whose models were all trained on periodic data (``calc.periodic``)."""
+    return bool(getattr(calc, "periodic", False))
