@@ -165,13 +165,17 @@ def _cmd_eval(args) -> int:
         print(f"  {'forces (components)':28s} {1e3 * f['mae']:12.3f} {1e3 * f['rmse']:12.3f}  meV/Å")
         for sym, fe in metrics["forces_per_element_eV_A"].items():
             print(f"  {'forces on ' + sym:28s} {1e3 * fe['mae']:12.3f} {1e3 * fe['rmse']:12.3f}  meV/Å")
+    if "stress_eV_A3" in metrics:
+        st = metrics["stress_eV_A3"]
+        print(f"  {'stress (Voigt components)':28s} {1e3 * st['mae']:12.4f} {1e3 * st['rmse']:12.4f}  meV/Å³")
     stem = out.with_suffix("") if out is not None else Path(path.stem)
     plot = Path(args.plot) if args.plot else stem.parent / f"{stem.name}_parity.png"
     parity_plot(frames, preds, plot, f"{args.model} on {path.name}", args.energy_key, args.forces_key)
     metrics_path = plot.with_name(plot.name.replace("_parity.png", "") + "_errors.json") if not args.plot else \
         plot.with_suffix(".json")
     metrics_path.write_text(json.dumps({"model": args.model, "file": str(path), "num_frames": len(frames),
-                                        "units": {"energy": "eV", "forces": "eV/Angstrom"}, **metrics}, indent=1))
+                                        "units": {"energy": "eV", "forces": "eV/Angstrom",
+                                                  "stress": "eV/Angstrom^3"}, **metrics}, indent=1))
     print(f"parity plot {plot}; errors {metrics_path}")
     return 0
 

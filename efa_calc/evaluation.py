@@ -7,6 +7,7 @@ constant shift between model and reference does not count, the shape does.
 from __future__ import annotations
 
 import numpy as np
+from ase.stress import full_3x3_to_voigt_6_stress
 
 from efa_calc.data import Dataset
 
@@ -66,6 +67,16 @@ def reference_labels(atoms, energy_key: str = "energy", forces_key: str = "force
     return e, f
 
 
+def reference_stress(atoms):
+    """Reference stress (Voigt, eV/Å³, ASE's sign) stored with a periodic frame, or ``None``."""
+    results = getattr(atoms.calc, "results", {}) if atoms.calc is not None else {}
+    s = results.get("stress", atoms.info.get("stress"))
+    if s is None or not atoms.pbc.any():
+        return None
+    s = np.asarray(s, np.float64)
+    return full_3x3_to_voigt_6_stress(s) if s.shape == (3, 3) else s.reshape(6)
+
+
 def _errors(d: np.ndarray) -> dict:
     d = np.asarray(d, np.float64).ravel()
     return {"mae": float(np.mean(np.abs(d))), "rmse": float(np.sqrt(np.mean(d**2))), "count": int(d.size)}
@@ -88,11 +99,15 @@ def error_metrics(frames, predictions: list[dict], energy_key: str = "energy", f
     """MAE and RMSE against the frames' reference labels (frames without labels are skipped).
 
     Returns ``{"num_frames", "energy_eV" (per frame), "energy_per_atom_eV", "forces_eV_A"
-    (per component), "forces_per_element_eV_A": {symbol: ...}}``, each with ``mae``,
+    (per component), "forces_per_element_eV_A": {symbol: ...}}`` and, for periodic frames
+    with a reference stress, ``"stress_eV_A3"`` (per Voigt component), each with ``mae``,
     ``rmse`` and ``count``; empty dict when no frame carries reference energies or forces.
     """
-    de, de_atom, df, df_el = [], [], [], {}
+    de, de_atom, df, df_el, ds = [], [], [], {}, []
     for a, p in zip(frames, predictions):
+        s_ref = reference_stress(a)
+        if s_ref is not None and "stress" in p:
+            ds.append(np.asarray(p["stress"], np.float64) - s_ref)
         e_ref, f_ref = reference_labels(a, energy_key, forces_key)
         if e_ref is not None:
             de.append(p["energy"] - e_ref)
@@ -110,6 +125,8 @@ def error_metrics(frames, predictions: list[dict], energy_key: str = "energy", f
     if df:
         out["forces_eV_A"] = _errors(np.concatenate(df))
         out["forces_per_element_eV_A"] = {s: _errors(np.concatenate(v)) for s, v in sorted(df_el.items())}
+    if ds:
+        out["stress_eV_A3"] = _errors(np.concatenate(ds))
     return out
 
 
@@ -168,7 +185,8 @@ def predictions_to_frames(frames, predictions: list[dict], energy_key: str = "en
     """Copies of ``frames`` carrying the predictions for an extxyz file: ``info["EFA_energy"]``
     (eV), ``arrays["EFA_forces"]`` (eV/Å), ``arrays["EFA_energies"]`` (eV per atom),
     committee spreads ``EFA_energy_std``/``EFA_forces_std``, ``info["EFA_extrapolation"]``
-    (and its reasons), plus reference labels as ``REF_energy``/``REF_forces``."""
+    (and its reasons), ``info["EFA_stress"]`` (Voigt, eV/Å³) for periodic frames, plus
+    reference labels as ``REF_energy``/``REF_forces``/``REF_stress``."""
     out = []
     for a, p in zip(frames, predictions):
         e_ref, f_ref = reference_labels(a, energy_key, forces_key)
@@ -181,6 +199,10 @@ def predictions_to_frames(frames, predictions: list[dict], energy_key: str = "en
         b.info["EFA_energy"] = float(p["energy"])
         b.arrays["EFA_forces"] = np.asarray(p["forces"], np.float64)
         b.arrays["EFA_energies"] = np.asarray(p["energies"], np.float64)
+        if "stress" in p:
+            b.info["EFA_stress"] = np.asarray(p["stress"], np.float64)  # Voigt xx yy zz yz xz xy, eV/Å³
+            if reference_stress(a) is not None:
+                b.info["REF_stress"] = reference_stress(a)
         if "energy_std" in p:
             b.info["EFA_energy_std"] = float(p["energy_std"])
             b.arrays["EFA_forces_std"] = np.asarray(p["forces_std"], np.float64)
