@@ -20,7 +20,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Callable
 
-__all__ = ["Guard", "GUARDS", "GUARD_BY_NAME", "stopping"]
+__all__ = ["Guard", "GUARDS", "GUARD_BY_NAME", "stopping", "detail"]
 
 _RESUME_HINT = "(resume with --set guard=warn to go on regardless)"
 
@@ -76,3 +76,28 @@ def stopping(guard: str, strict: bool) -> tuple[str, ...]:
     if guard == "error":
         names += ["envelope", "envelope_energy"]
     return tuple(names)
+
+
+def detail(name: str, calc, numbers, positions, model_energy_per_atom: float, obs: dict) -> str:
+    """The ``detail`` of a stop message, re-checked on the host for a structure flagged on
+    the device: the calculator's own words for the valid range (``max_length``,
+    ``too_close``; else the distances in ``obs``), the envelope's reasons (eV/atom without
+    the energy shift) for ``envelope``/``envelope_energy``; "" for the others."""
+    from efa_calc.envelope import check_physical_distances
+    from efa_calc.errors import InputError
+    from efa_calc.validation import check_structure
+
+    if name in ("max_length", "too_close"):
+        try:
+            check_physical_distances(positions)
+            check_structure(numbers, positions, False, calc.species, calc.max_length, True)
+        except InputError as exc:
+            return str(exc)
+        return f"largest distance {obs['extent_A']:.2f} Å, smallest {obs['min_distance_A']:.3f} Å"
+    if name.startswith("envelope"):
+        env = calc.checkpoints[0].envelope
+        if env is None:
+            return ""
+        reasons = [t for _, t in env.check_structure(numbers, positions)]
+        return "; ".join(reasons + [t for _, t in env.check_energy(model_energy_per_atom)])
+    return ""

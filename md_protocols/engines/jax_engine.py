@@ -1,29 +1,19 @@
 """The jax engine: jax-md's integrators inside XLA, many steps and replicas per call.
 
-``--engine jax [--replicas R]`` runs R independent trajectories of the molecule (replica
-r: its own Maxwell–Boltzmann velocities, drawn one replica after the other, so replica 0
-starts exactly as the ASE engine does; its own Langevin noise key
-``fold_in(PRNGKey(seed), r)``) in one vmapped XLA call of ``chunk_steps`` steps
-(:class:`efa_calc.md_jax.JaxMD`); with R > 1 each replica writes
-``replica_XXX/trajectory.extxyz`` and ``replica_XXX/log.csv``.
-
-Thermostats: ``langevin`` (jax-md's BAOAB ``nvt_langevin``, friction 0.01 fs⁻¹; unlike
-the ASE engine the centre of mass is not fixed, so temperatures count 3N degrees of
-freedom) and ``nose-hoover`` (``nvt_nose_hoover``, chain of 3, τ = 100 fs; conserved
-energy in ``econs_eV``).  ``bussi`` is ASE-only.
-
-Pair list: built on the device at every step; a chunk whose list overflowed is discarded
-and redone from its starting state with a larger capacity (one more compilation, logged).
-Guards (:data:`md_protocols.engines.guards.GUARDS`) are evaluated on the device at every
-step; a step that trips a stopping one is not kept, every replica stops at the last good
-step.  Engine options: ``chunk_steps`` (steps per XLA call, default :data:`CHUNK_STEPS`;
-the state is saved after every chunk, so ``checkpoint_every`` is not used) and
-``capacity`` (initial pair slots; default from the starting structure with 25 % headroom).
-
-State files: ``state.npz`` holds ``positions``/``momenta`` shaped (N, 3) for one replica
-and (R, N, 3) for several, ``numbers`` and ``thermostat_*`` arrays (``rng`` (R, 2) uint32
-Langevin keys, or ``chain_*`` Nosé–Hoover chain arrays in ASE units); ``state.json`` adds
-``replicas`` and ``pair_capacity``.
+``--engine jax [--replicas R]``: R independent trajectories (replica r: its own
+Maxwell–Boltzmann velocities, drawn one replica after the other, so replica 0 starts as
+the ASE engine does; Langevin noise key ``fold_in(PRNGKey(seed), r)``) advanced by one
+vmapped XLA call of ``chunk_steps`` steps (:class:`efa_calc.md_jax.JaxMD`); with R > 1 the
+outputs are in ``replica_XXX/``.  Thermostats: ``langevin`` (BAOAB, friction 0.01 fs⁻¹;
+the centre of mass is not fixed, so temperatures count 3N degrees of freedom) and
+``nose-hoover`` (chain of 3, τ = 100 fs; ``econs_eV``).  A chunk whose on-device pair list
+overflowed is redone from its start with a larger capacity (one more compilation); the
+guards run on the device at every step.  Options: ``chunk_steps`` (default
+:data:`CHUNK_STEPS`; the state is saved after every chunk, ``checkpoint_every`` is not
+used) and ``capacity`` (initial pair slots).  ``state.npz``: ``positions``/``momenta``
+(N, 3) for one replica, (R, N, 3) for several, and ``thermostat_*`` arrays (Langevin keys
+(R, 2) uint32 or Nosé–Hoover chain arrays, ASE units); ``state.json`` adds ``replicas``
+and ``pair_capacity``.
 """
 
 from __future__ import annotations
@@ -34,9 +24,8 @@ import math
 import numpy as np
 from ase import units
 
-from efa_calc.errors import InputError
 from md_protocols.engines.base import Block, Engine
-from md_protocols.engines.guards import GUARDS
+from md_protocols.engines.guards import GUARDS, detail
 from md_protocols.settings import SettingError
 
 #: Steps per XLA call (also how often frames, log rows and the state are written).
@@ -145,26 +134,10 @@ class JaxEngine(Engine):
         return Block(step + k_int * (np.arange(valid) + 1), recs, step + out.steps_done, stop, seen)
 
     def _stop_obs(self, stop: dict, r: int, name: str) -> dict:
-        """The rejected step's observables of replica ``r``, with the ``detail`` of the
-        valid-range and envelope messages (re-checked on the host)."""
-        from efa_calc.envelope import check_physical_distances
-        from efa_calc.validation import check_structure
-
+        """The rejected step's observables of replica ``r``, with the message's ``detail``."""
         obs = {k: stop[k][r] for k in ("temperature_K", "fmax_eV_A", "extent_A", "min_distance_A", "epot_eV")}
-        pos, calc = stop["positions"][r], self.calc
-        if name in ("max_length", "too_close"):
-            try:
-                check_physical_distances(pos)
-                check_structure(self.numbers, pos, False, calc.species, calc.max_length, True)
-                obs["detail"] = f"largest distance {obs['extent_A']:.2f} Å, smallest {obs['min_distance_A']:.3f} Å"
-            except InputError as exc:
-                obs["detail"] = str(exc)
-        elif name.startswith("envelope"):
-            env = calc.checkpoints[0].envelope
-            reasons = [t for _, t in env.check_structure(self.numbers, pos)] if env is not None else []
-            if env is not None:
-                reasons += [t for _, t in env.check_energy((obs["epot_eV"] - self.md.shift) / self.n)]
-            obs["detail"] = "; ".join(reasons)
+        obs["detail"] = detail(name, self.calc, self.numbers, stop["positions"][r],
+                               (obs["epot_eV"] - self.md.shift) / self.n, obs)
         return obs
 
     def state(self):
