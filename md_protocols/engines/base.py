@@ -38,7 +38,7 @@ from tqdm.auto import tqdm
 
 from efa_calc.envelope import PHYSICAL_MIN_DISTANCE_A
 from efa_calc.errors import InputError
-from md_protocols.engines.guards import stopping
+from md_protocols.engines.guards import GUARD_BY_NAME, stopping
 from md_protocols.engines.outputs import (LOG_COLUMNS, append_frames, append_rows, load_state, save_state,
                                           truncate_outputs, write_log)
 from md_protocols.engines.results import finish
@@ -217,8 +217,7 @@ class Engine(abc.ABC):
         return None
 
     def stop_message(self, stop: dict, step: int) -> str:
-        from md_protocols.engines.guards import GUARD_BY_NAME
-
+        """The guards' messages for the rejected ``step`` ("replica r: " before each with R > 1)."""
         who = (lambda r: f"replica {r}: ") if self.replicas > 1 else (lambda r: "")
         return "; ".join(who(r) + GUARD_BY_NAME[name].message(obs, self.limits, step)
                          for r, (name, obs) in sorted(stop.items()))
@@ -244,6 +243,7 @@ class Engine(abc.ABC):
             append_rows(folder / "log.csv", rows, self.columns)
 
     def save(self, step: int) -> None:
+        """state.npz/state.json of the last kept ``step`` (:func:`~md_protocols.engines.outputs.save_state`)."""
         arrays, fields, units = self.state()
         arrays = {"positions": arrays.pop("positions"), "momenta": arrays.pop("momenta"),
                   "numbers": np.asarray(self.numbers), **arrays}
