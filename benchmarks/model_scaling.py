@@ -79,12 +79,12 @@ def single(n: int, local: bool, repeats: int = 3) -> dict:
     params = init_params(cfg, jax.random.PRNGKey(0), jax.tree_util.tree_map(jax.numpy.asarray, b))
     fn = compiled_energy_and_forces(cfg)
     t0 = time.perf_counter()
-    jax.block_until_ready(fn(params, b, n))
+    jax.block_until_ready(fn(params, b))
     t_first = time.perf_counter() - t0
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
-        jax.block_until_ready(fn(params, b, n))
+        jax.block_until_ready(fn(params, b))
         times.append(time.perf_counter() - t0)
     return {"atoms": n, "pairs": int(len(dst)), "seconds": min(times), "first_call_s": t_first,
             "neighbor_list_s": t_nl, "peak_rss_GiB": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}

@@ -48,6 +48,7 @@ from flax.traverse_util import flatten_dict, unflatten_dict
 from efa_calc.nn.config import ModelConfig
 from efa_calc.envelope import Envelope
 from efa_calc.errors import CheckpointError
+from efa_calc.io import atomic_write
 
 __all__ = ["FORMAT_VERSION", "Checkpoint", "EnergyShift", "save_checkpoint", "load_checkpoint", "git_commit",
            "config_hash", "write_config"]
@@ -160,9 +161,7 @@ def write_config(path: str | Path, meta: dict) -> None:
     meta = json.loads(json.dumps({k: v for k, v in meta.items() if k != "config_sha256"}, default=_json_default))
     meta["config_sha256"] = config_hash(meta)
     target = Path(path) / CONFIG_FILE
-    tmp = target.with_name(target.name + ".tmp")
-    tmp.write_text(json.dumps(meta, indent=1))
-    os.replace(tmp, target)
+    atomic_write(target, json.dumps(meta, indent=1))
 
 
 def save_checkpoint(ckpt: Checkpoint, path: str | Path, overwrite: bool = False) -> Path:

@@ -4,8 +4,10 @@
 
 Each protocol is a short module (copy one to adapt it to your molecule) with ``NAME``,
 ``DESCRIPTION``, ``DEFAULTS`` and ``run(ctx)``; shared plumbing lives in
-:mod:`md_protocols.common` (output folder, summary, plots) and :mod:`md_protocols.dynamics`
-(integrators, resume, guard).  Units: eV, Å, fs, K, cm⁻¹.
+:mod:`md_protocols.settings` (settings and their checks), :mod:`md_protocols.common`
+(output folder, summary, plots), :mod:`md_protocols.dynamics` (MD on an engine) with
+:mod:`md_protocols.engines` (the engine base: outputs, resume, guards; one module per
+engine) and :mod:`md_protocols.scan` (relaxed dihedral scans).  Units: eV, Å, fs, K, cm⁻¹.
 """
 
 from __future__ import annotations

@@ -46,6 +46,8 @@ def protocol_parser(name: str, mod) -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="any setting below by its key, e.g. --set temperature_K=350")
+    if "guard" in mod.DEFAULTS:  # the former name of --guard (stop|warn|off), still understood
+        p.add_argument("--extrapolation", dest="extrapolation", default=None, help=argparse.SUPPRESS)
     g = p.add_argument_group(f"settings of {name} (default in brackets)")
     for key, default in mod.DEFAULTS.items():
         spec = setting_spec(mod, key)
@@ -85,6 +87,8 @@ def main(argv: list[str] | None = None) -> int:
     mod = table[args.name]
     pa = protocol_parser(args.name, mod).parse_args(rest)
     overrides = {k: getattr(pa, k) for k in mod.DEFAULTS if getattr(pa, k) is not None}
+    if getattr(pa, "extrapolation", None) is not None:
+        overrides["extrapolation"] = pa.extrapolation
     for item in pa.set:
         key, eq, val = item.partition("=")
         if not eq or not key:

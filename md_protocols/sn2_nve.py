@@ -8,7 +8,7 @@ from md_protocols.systems import relaxed
 NAME = "sn2-nve"
 DESCRIPTION = "NVE SN2 collision: Cl- fired at CH3Br (backside, 2 eV); reports whether Br- was displaced"
 DEFAULTS = {"model": "sn2-efa", "steps": 1000, "timestep_fs": 0.25, "temperature_K": 50.0, "dtype": "float32",
-            "seed": 0, "extrapolation": "stop", "nucleophile": "Cl", "leaving_group": "Br", "distance_A": 6.0,
+            "seed": 0, "guard": "error", "nucleophile": "Cl", "leaving_group": "Br", "distance_A": 6.0,
             "collision_energy_eV": 2.0, **ENGINE_DEFAULTS}
 
 

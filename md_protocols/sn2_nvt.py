@@ -6,7 +6,7 @@ from md_protocols.systems import sn2_reactant_complex
 NAME = "sn2-nvt"
 DESCRIPTION = "NVT of the Cl-...CH3Br ion-molecule complex at 300 K (Langevin by default)"
 DEFAULTS = {"model": "sn2-efa", "steps": 2000, "timestep_fs": 0.5, "temperature_K": 300.0, "thermostat": "langevin",
-            "dtype": "float32", "seed": 0, "extrapolation": "stop", "nucleophile": "Cl", "leaving_group": "Br", **ENGINE_DEFAULTS}
+            "dtype": "float32", "seed": 0, "guard": "error", "nucleophile": "Cl", "leaving_group": "Br", **ENGINE_DEFAULTS}
 
 
 def run(ctx):

@@ -4,15 +4,10 @@ At each angle from ``start_deg`` to ``stop_deg`` (degrees) the dihedral i–j–
 rotating, about the j–k axis, the part of the molecule bonded to k (the last bond of the
 bond path j → k cut; bonds from ASE's natural cut-offs; j and k need not be bonded, e.g.
 the C1⋯Cn axis of a cumulene), held by ASE's ``FixInternals`` and everything else relaxed
-with BFGS to ``fmax`` (eV/Å).  Outputs as ``cumulene-torsion-scan``: scan.csv, scan.extxyz, torsion_scan.png.
+with BFGS to ``fmax`` (eV/Å) (:mod:`md_protocols.scan`).  Outputs as ``cumulene-torsion-scan``: scan.csv, scan.extxyz, torsion_scan.png.
 """
 
-import numpy as np
-from ase.constraints import FixInternals
-from ase.optimize import BFGS
-from tqdm.auto import tqdm
-
-from md_protocols.common import write_scan
+from md_protocols.scan import finish_scan, relaxed_scan
 
 NAME = "torsion-scan"
 DESCRIPTION = "relaxed scan of a dihedral of your structure (--structure FILE --model M --dihedral i,j,k,l)"
@@ -59,43 +54,20 @@ def moving_group(atoms, j: int, k: int) -> list[int]:
 
 
 def run(ctx):
-    import matplotlib.pyplot as plt
-
     i, j, k, l = (int(v) for v in ctx["dihedral"])
     calc = ctx.calculator()
     atoms = ctx.structure()
     group = moving_group(atoms, j, k)
     if i in group:
         raise ValueError(f"--dihedral: atom {i} is on the rotating side of the {j}–{k} axis")
-    angles = np.arange(float(ctx["start_deg"]), float(ctx["stop_deg"]) + 1e-9, float(ctx["step_deg"]))
-    rows, frames = [], []
-    for phi in tqdm(angles, desc=NAME, disable=not ctx.progress):
-        atoms = atoms.copy()
-        atoms.set_constraint()
-        atoms.set_dihedral(i, j, k, l, float(phi), indices=group)
-        atoms.set_constraint(FixInternals(dihedrals_deg=[[float(phi), [i, j, k, l]]]))
-        atoms.calc = calc
-        converged = bool(BFGS(atoms, logfile=None).run(fmax=float(ctx["fmax"]), steps=int(ctx["max_steps"])))
-        residual = float(np.linalg.norm(atoms.get_forces(), axis=1).max())
-        rows.append({"dihedral_deg": float(phi), "energy_eV": float(atoms.get_potential_energy()),
-                     "max_residual_force_eV_A": residual, "converged": converged,
-                     "extrapolation": calc.results.get("extrapolation", {}).get("status", "")})
-        frame = atoms.copy()
-        frame.set_constraint()
-        frame.info = {"dihedral_deg": float(phi), "energy_eV": rows[-1]["energy_eV"]}
-        frames.append(frame)
-    write_scan(ctx, rows, frames)
-    e = np.array([r["energy_eV"] for r in rows])
-    fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot(angles, e - e.min(), "o-")
-    ax.set(xlabel=f"dihedral {i}-{j}-{k}-{l} (degrees)", ylabel="relative energy (eV)",
-           title=f"{atoms.get_chemical_formula()} relaxed torsion scan ({ctx['model']})")
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    ctx.savefig(fig, "torsion_scan.png")
-    m = int(np.argmin(e))
-    outside = [r["dihedral_deg"] for r in rows if r["extrapolation"] == "outside"]
-    return {"minimum_dihedral_deg": float(angles[m]), "barrier_eV": float(e.max() - e.min()),
-            "energy_at_minimum_eV": float(e[m]), "all_converged": all(r["converged"] for r in rows),
-            "max_residual_force_eV_A": float(max(r["max_residual_force_eV_A"] for r in rows)),
-            "angles_outside_training_envelope_deg": outside}
+
+    def rotate(a, phi):
+        a.set_dihedral(i, j, k, l, phi, indices=group)
+        return a
+
+    angles, rows = relaxed_scan(ctx, atoms, calc, rotate, [[i, j, k, l]], desc=NAME, verdict=True)
+    results = finish_scan(ctx, angles, rows, f"dihedral {i}-{j}-{k}-{l} (degrees)",
+                          f"{atoms.get_chemical_formula()} relaxed torsion scan ({ctx['model']})")
+    results["angles_outside_training_envelope_deg"] = [r["dihedral_deg"] for r in rows
+                                                       if r["extrapolation"] == "outside"]
+    return results

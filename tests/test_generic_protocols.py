@@ -204,7 +204,7 @@ def test_version(capsys):
 def test_md_stops_resumably_when_leaving_the_envelope(tmp_path, sn2_xyz):
     """A copy of sn2-efa whose envelope is tightened to just below the start's C–H distances:
     thermal motion leaves it within a few steps; the run stops with a message, its state is
-    the last step inside, and --resume with extrapolation=warn completes the run."""
+    the last step inside, and --resume with guard=warn completes the run."""
     _need("sn2-efa")
     model = tmp_path / "tight"
     shutil.copytree(resolve_model("sn2-efa"), model)
@@ -217,9 +217,29 @@ def test_md_stops_resumably_when_leaving_the_envelope(tmp_path, sn2_xyz):
     common = dict(structure=str(sn2_xyz), model=str(model), temperature_K=600.0, progress=False)
     s = execute(protocols()["nvt"], out, steps=200, **common)
     assert s["status"].startswith("stopped: the structure left the model's training envelope")
-    assert "H–C distance" in s["status"]
+    assert "H–C distance" in s["status"] and "--set guard=warn" in s["status"]
     state = json.loads((out / "state.json").read_text())
     assert state["step"] == s["results"]["steps_done"] == _log_steps(out / "log.csv")[-1] < 200
-    s2 = execute(protocols()["nvt"], out, steps=state["step"] + 10, resume=True, extrapolation="warn", **common)
+    s2 = execute(protocols()["nvt"], out, steps=state["step"] + 10, resume=True, guard="warn", **common)
     assert s2["status"] == "completed"
     assert _log_steps(out / "log.csv") == list(range(state["step"] + 11))
+
+
+# ---------------------------------------------------------------- one word for the guard
+def test_the_former_extrapolation_setting_maps_to_guard_or_names_it(tmp_path, capsys):
+    """``extrapolation=stop|warn|off`` (the former name) runs as ``guard=error|warn|off``; a
+    bad value, or both given, is refused naming --guard, before any work."""
+    from md_protocols.settings import guard_mode, translate_legacy
+
+    assert [translate_legacy({"extrapolation": v})["guard"] for v in ("stop", "warn", "off")] == ["error", "warn",
+                                                                                                  "off"]
+    assert guard_mode({"extrapolation": "stop"}) == "error" and guard_mode({}) == "error"
+    assert guard_mode({"guard": "off", "extrapolation": "stop"}) == "off"
+    with pytest.raises(SettingError, match="--guard"):
+        translate_legacy({"extrapolation": "error"})
+    with pytest.raises(SettingError, match="only --guard"):
+        translate_legacy({"extrapolation": "warn", "guard": "off"})
+    assert main(["run", "cumulene-nvt", "--extrapolation", "sometimes", "--out", str(tmp_path / "x")]) == 2
+    assert "--guard" in capsys.readouterr().err and not (tmp_path / "x").exists()
+    assert main(["run", "cumulene-nvt", "--guard", "stop", "--out", str(tmp_path / "y")]) == 2
+    assert "allowed: one of error, warn, off" in capsys.readouterr().err

@@ -7,7 +7,7 @@ A generation run has three stages, each restartable:
    config and a seed.  Re-planning with the same config reproduces it bit for bit; a
    different config in an existing output directory is refused.
 2. **label** — the plan is cut into chunks of ``chunk_size`` frames.  A chunk is labelled
-   in full and then written atomically (temporary file + ``os.replace``) to
+   in full and then written atomically (:func:`efa_calc.io.atomic_write`) to
    ``chunks/chunk_NNNNN.extxyz``.  A killed run therefore loses at most the chunk in
    flight and, on restart, skips every chunk already on disk: no frame is lost or
    duplicated.  Workers split chunks by index (``chunk % num_workers == worker``).
@@ -23,8 +23,8 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import hashlib
+import io
 import json
-import os
 import platform
 from pathlib import Path
 from typing import Callable, Sequence
@@ -35,6 +35,8 @@ from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
 from ase.stress import voigt_6_to_full_3x3_stress
 from tqdm.auto import tqdm
+
+from efa_calc.io import atomic_write
 
 __all__ = [
     "Label",
@@ -75,11 +77,9 @@ Labeller = Callable[[Atoms], Label]
 
 
 def _atomic_write(path: Path, frames: Sequence[Atoms]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    ase.io.write(tmp, list(frames), format="extxyz")
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    buf = io.StringIO()
+    ase.io.write(buf, list(frames), format="extxyz")
+    atomic_write(path, buf.getvalue())
 
 
 def _plan_hash(frames: Sequence[Atoms]) -> str:
@@ -116,9 +116,7 @@ def write_plan(out_dir: str | Path, frames: Sequence[Atoms], config: dict) -> li
         return list(ase.io.read(out / "plan.extxyz", index=":"))
     _atomic_write(out / "plan.extxyz", frames)
     meta = {"config": config, "sha256": digest, "num_frames": len(frames)}
-    tmp = meta_path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(meta, indent=1))
-    os.replace(tmp, meta_path)
+    atomic_write(meta_path, json.dumps(meta, indent=1))
     return frames
 
 

@@ -1,37 +1,62 @@
 """MD engines behind :func:`md_protocols.dynamics.run_dynamics` (``--engine``).
 
-An engine is one module with
-
-* ``NAME`` and ``THERMOSTATS`` (the NVT thermostats it offers),
-* ``available() -> str | None`` (``None``, or why it cannot run here, e.g. a missing extra),
-* ``run(ctx, atoms, calc, ensemble, **options) -> dict`` with the contract of
-  :func:`~md_protocols.dynamics.run_dynamics`: the same output files
-  (``trajectory.extxyz``, ``log.csv``, ``state.npz`` + ``state.json``), resume, guard and
-  progress bar.
-
-Adding an engine is a new module here plus one line in :data:`ENGINES`.
+An engine is one module here holding a subclass of :class:`md_protocols.engines.base.Engine`
+that only steps (``begin``, ``advance``, the state it saves); the base does the rest for
+every engine: output files, resume, starting velocities, the guards
+(:mod:`md_protocols.engines.guards`) and the summary.  Adding an engine is a new module
+plus one line in :data:`ENGINES` (what it offers, so settings are checked before any
+import of it).
 
 * ``ase`` (default): ASE's integrators, one model call per step from Python
   (:mod:`md_protocols.engines.ase_engine`).
 * ``jax``: jax-md's integrators inside XLA, many steps per call and ``--replicas R``
   trajectories per call (:mod:`md_protocols.engines.jax_engine`; needs ``efa-calc[md]``).
+
+This package's ``__init__`` imports nothing of ``md_protocols``: the settings check
+(:func:`md_protocols.settings.check_engine`) reads the table without importing an engine.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 
+__all__ = ["EngineInfo", "ENGINES", "get_engine", "unavailable"]
+
+
+@dataclasses.dataclass(frozen=True)
+class EngineInfo:
+    """What an engine offers: its module (holding the class ``ENGINE``), NVT thermostats,
+    whether it runs replicas, and the module it needs with the command that installs it."""
+
+    module: str
+    thermostats: tuple
+    replicas: bool = False
+    requires: str | None = None
+    install: str = ""
+
+
 ENGINES = {
-    "ase": "md_protocols.engines.ase_engine",
-    "jax": "md_protocols.engines.jax_engine",
+    "ase": EngineInfo("md_protocols.engines.ase_engine", ("langevin", "bussi", "nose-hoover")),
+    "jax": EngineInfo("md_protocols.engines.jax_engine", ("langevin", "nose-hoover"), replicas=True,
+                      requires="jax_md", install="pip install 'efa-calc[md]'"),
 }
 
 
+def unavailable(name: str) -> str | None:
+    """``None``, or why engine ``name`` cannot run here (a missing extra)."""
+    info = ENGINES[name]
+    if info.requires is None:
+        return None
+    try:
+        importlib.import_module(info.requires)
+    except ImportError as exc:
+        return f"{info.requires} is not installed ({exc}); install the md extra: {info.install}"
+    return None
+
+
 def get_engine(name: str):
-    """The engine module called ``name``."""
+    """The engine class called ``name`` (a :class:`~md_protocols.engines.base.Engine`)."""
     if name not in ENGINES:
         raise ValueError(f"unknown MD engine {name!r}; choose from {', '.join(ENGINES)}")
-    return importlib.import_module(ENGINES[name])
-
-
-__all__ = ["ENGINES", "get_engine"]
+    return importlib.import_module(ENGINES[name].module).ENGINE
