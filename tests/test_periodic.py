@@ -6,7 +6,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from ase import Atoms
-from ase.build import bulk
 from ase.neighborlist import neighbor_list as ase_neighbor_list
 from ase.stress import full_3x3_to_voigt_6_stress
 
