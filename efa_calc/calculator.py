@@ -95,6 +95,11 @@ class EFACalculator(Calculator):
         ``docs/scaling.md``).  Results equal the single-device ones to rounding.  A
         structure needs at least D atoms (:class:`~efa_calc.errors.InputError`
         otherwise); ``efa_exact`` cannot be combined with it.
+      message_passing: the message-passing kernel: ``"native"`` (efa-calc's own),
+        ``"cuequivariance"`` (NVIDIA's cuequivariance-jax; the fused CUDA kernel on GPUs; needs
+        ``pip install 'efa-calc[cuequivariance]'`` or the ``gpu`` extra) or ``None`` (default:
+        native on CPUs, :data:`efa_calc.nn.tensor.GPU_MESSAGE_PASSING` on GPUs).  Both give
+        the same energies and forces (to float64 rounding).
       label, directory, atoms: passed on to ASE's ``Calculator``.  Any other keyword
         argument is a ``TypeError`` (ASE would silently keep it as an unused parameter).
     """
@@ -112,12 +117,13 @@ class EFACalculator(Calculator):
         guard: str = "warn",
         efa_exact: bool = False,
         devices=None,
+        message_passing: str | None = None,
         **kwargs,
     ):
         unknown = [k for k in kwargs if k not in _ASE_KWARGS]
         if unknown:
             allowed = ["model", "dtype", "device", "strict", "skin", "lebedev_num", "guard", "efa_exact", "devices",
-                       *_ASE_KWARGS]
+                       "message_passing", *_ASE_KWARGS]
             hint = difflib.get_close_matches(unknown[0], allowed, n=1)
             raise TypeError(
                 f"EFACalculator got an unexpected keyword argument {unknown[0]!r}"
@@ -142,7 +148,8 @@ class EFACalculator(Calculator):
         if not specs:
             raise ValueError("EFACalculator needs at least one model")
         self.checkpoints = [_load(s) for s in specs]
-        self.potentials = [Potential(c, dtype, device, lebedev_num, efa_exact) for c in self.checkpoints]
+        self.potentials = [Potential(c, dtype, device, lebedev_num, efa_exact, message_passing)
+                           for c in self.checkpoints]
         self.sharded = None
         if devices is not None:
             from efa_calc.sharding import ShardedPotential

@@ -56,6 +56,9 @@ class ModelConfig:
       long_range: config of the long-range block, or ``None`` for a local model.
       mara_gate: :class:`~efa_calc.nn.mara.MARAGateConfig` of the MARA edge gate on every
         local message pass, or ``None`` (config files: ``true``/``false`` or a table).
+      message_passing: an evaluation setting, not a hyperparameter (never saved by
+        :meth:`to_dict`): the message-passing kernel, ``"native"`` or ``"cuequivariance"``
+        (:data:`efa_calc.nn.tensor.MESSAGE_PASSING`); set it with :meth:`for_evaluation`.
     """
 
     num_features: int
@@ -70,9 +73,13 @@ class ModelConfig:
     zmax: int = 118
     long_range: LongRangeConfig | None = None
     mara_gate: MARAGateConfig | None = None
+    message_passing: str = "native"  # evaluation setting (issue 24), not saved
 
     def __post_init__(self):
         object.__setattr__(self, "mara_gate", MARAGateConfig.from_value(self.mara_gate))
+        from efa_calc.nn.tensor import check_message_passing  # (issue 24)
+
+        check_message_passing(self.message_passing)
         if self.num_iterations < 1 or self.num_features < 1:
             raise ValueError("num_iterations and num_features must be >= 1")
         if self.cutoff <= 0:
@@ -90,13 +97,18 @@ class ModelConfig:
     def replace(self, **kw) -> "ModelConfig":
         return dataclasses.replace(self, **kw)
 
-    def for_evaluation(self, lebedev_num: int | None = None, efa_exact: bool = False) -> "ModelConfig":
+    def for_evaluation(self, lebedev_num: int | None = None, efa_exact: bool = False,
+                       message_passing: str | None = None) -> "ModelConfig":
         """The same model (same parameters) with EFA evaluated on another Lebedev grid, or
-        with its exact j₀ kernel (``efa_exact``).
+        with its exact j₀ kernel (``efa_exact``), or with another message-passing kernel
+        (``message_passing``, ``None``: unchanged).
 
         Raises:
-          ValueError: when an override is asked of a model without an EFA block.
+          ValueError: when an EFA override is asked of a model without an EFA block, or for
+            an unknown ``message_passing``; ImportError: "cuequivariance" without the package.
         """
+        if message_passing is not None:  # (issue 24)
+            self = self.replace(message_passing=message_passing)
         if lebedev_num is None and not efa_exact:
             return self
         if not isinstance(self.long_range, EFAConfig):
@@ -110,7 +122,7 @@ class ModelConfig:
         return self.replace(long_range=lr)
 
     def to_dict(self) -> dict:
-        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in ("long_range", "mara_gate")}
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in ("long_range", "mara_gate", "message_passing")}
         d["long_range"] = None if self.long_range is None else self.long_range.to_dict()
         if self.mara_gate is not None:  # absent in configs written before the gate existed
             d["mara_gate"] = self.mara_gate.to_dict()

@@ -23,6 +23,7 @@ import numpy as np
 from efa_calc.checkpoint import Checkpoint
 from efa_calc.config import ModelConfig
 from efa_calc.nn.energy_model import Batch, energy_and_forces
+from efa_calc.nn.tensor import resolve_message_passing
 
 __all__ = ["Potential", "compiled_energy_and_forces", "resolve_device"]
 
@@ -65,6 +66,8 @@ class Potential:
       device: where to run (see :func:`resolve_device`).
       lebedev_num: evaluate the EFA blocks on a different Lebedev grid.
       efa_exact: evaluate the EFA blocks with their exact j₀ kernel (O(N²)).
+      message_passing: ``"native"``, ``"cuequivariance"`` or ``None`` (the device's default,
+        :func:`efa_calc.nn.tensor.resolve_message_passing`); same numbers either way.
     """
 
     def __init__(
@@ -74,15 +77,19 @@ class Potential:
         device=None,
         lebedev_num: Optional[int] = None,
         efa_exact: bool = False,
+        message_passing: Optional[str] = None,
     ):
         if dtype not in _DTYPES:
             raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
         self.checkpoint = checkpoint
-        self.config = checkpoint.config.for_evaluation(lebedev_num=lebedev_num, efa_exact=efa_exact)
+        self.device = resolve_device(device)
+        platform = self.device.platform if self.device is not None else jax.default_backend()  # (issue 24)
+        message_passing = resolve_message_passing(message_passing, platform)
+        self.config = checkpoint.config.for_evaluation(lebedev_num=lebedev_num, efa_exact=efa_exact,
+                                                       message_passing=message_passing)
         self.dtype = dtype
         self.np_dtype = _DTYPES[dtype]
         self.x64 = dtype == "float64"
-        self.device = resolve_device(device)
         self._fn = compiled_energy_and_forces(self.config)
         with jax.enable_x64(self.x64):
             params = jax.tree_util.tree_map(lambda a: jnp.asarray(a, self.np_dtype), checkpoint.params)

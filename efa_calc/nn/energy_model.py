@@ -149,12 +149,12 @@ class EnergyModel(nn.Module):
                     x_src[:, 0, 0, :], neighbour_positions, dst_idx, src_idx, edge_mask
                 )
             if last:
-                y = MessagePass(max_degree=0, include_pseudotensors=False, dtype=dtype, name=f"message_pass_{t}")(
-                    x_src, basis, dst_idx, src_idx, n, gate
-                )
+                y = MessagePass(max_degree=0, include_pseudotensors=False, dtype=dtype, name=f"message_pass_{t}",
+                                message_passing=cfg.message_passing)(x_src, basis, dst_idx, src_idx, n, gate)
                 x = e3x.nn.change_max_degree_or_type(x, max_degree=0, include_pseudotensors=False)
             else:
-                y = MessagePass(dtype=dtype, name=f"message_pass_{t}")(x_src, basis, dst_idx, src_idx, n, gate)
+                y = MessagePass(dtype=dtype, name=f"message_pass_{t}", message_passing=cfg.message_passing)(
+                    x_src, basis, dst_idx, src_idx, n, gate)
             # e3x's Clebsch–Gordan tables are float64 when x64 is on: keep the compute dtype.
             y = _mlp(e3x.nn.add(x, y.astype(dtype)), cfg.num_features, f"local_mlp_{t}", cfg.output_is_zero_at_init)
 
