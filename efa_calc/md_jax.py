@@ -163,12 +163,14 @@ class JaxMD:
       envelope: training envelope checked on the device (``None``: not checked).
       max_length: the model's max_length in Å (``inf``: not checked).
       chunk_name: name of the jitted chunk function (shows in compile logs).
+      message_passing: ``"native"``, ``"cuequivariance"`` or ``None`` (the default device's
+        default; :func:`efa_calc.nn.tensor.resolve_message_passing`).
     """
 
     def __init__(self, checkpoint: Checkpoint, numbers, masses, ensemble: str = "nve", thermostat: str = "langevin",
                  timestep_fs: float = 0.5, temperature_K: float = 300.0, friction_per_fs: float = 0.01,
                  tau_fs: float = 100.0, dtype: str = "float32", capacity: int | None = None, interval: int = 1,
-                 envelope=None, max_length: float = math.inf):
+                 envelope=None, max_length: float = math.inf, message_passing: str | None = None):
         if ensemble not in ("nve", "nvt"):
             raise ValueError(f"ensemble={ensemble!r}; allowed: 'nve' or 'nvt'")
         if ensemble == "nvt" and thermostat not in THERMOSTATS:
@@ -177,7 +179,10 @@ class JaxMD:
         if dtype not in ("float32", "float64"):
             raise ValueError(f"dtype={dtype!r}; allowed: 'float32' or 'float64'")
         self.checkpoint = checkpoint
-        self.config = checkpoint.config
+        from efa_calc.nn.tensor import resolve_message_passing  # (issue 24)
+
+        mp = resolve_message_passing(message_passing, jax.default_backend())
+        self.config = checkpoint.config.for_evaluation(message_passing=mp)
         self.numbers = np.asarray(numbers, np.int32)
         self.masses = np.asarray(masses, np.float64)
         self.n = len(self.numbers)

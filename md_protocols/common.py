@@ -95,6 +95,9 @@ SETTINGS: dict[str, Setting] = {
     "replicas": Setting(int, "independent trajectories (own velocities and noise) run together in one batched "
                              "call; jax engine only; outputs in replica_000/ ...", "", 1, 4096),
     "dtype": Setting(str, "floating-point precision of the model", choices=("float32", "float64")),
+    "message_passing": Setting(str, "message-passing kernel: auto (native on CPUs, the GPU default on GPUs), native, "
+                                    "or cuequivariance (needs pip install 'efa-calc[cuequivariance]' or "
+                                    "'efa-calc[gpu]')", choices=("auto", "native", "cuequivariance")),
     "seed": Setting(int, "random seed (velocities, Langevin noise)", "", 0, 2**32 - 1),
     "extrapolation": Setting(str, "when a structure leaves the model's training envelope: stop (resumable), "
                                   "warn and go on, or off (no check)", choices=("stop", "warn", "off")),
@@ -342,6 +345,8 @@ class RunContext:
     def calculator(self, **kwargs):
         guard = {"stop": "warn", "warn": "warn", "off": "off"}[self.settings.get("extrapolation", "stop")]
         kwargs.setdefault("guard", guard)
+        if self.settings.get("message_passing", "auto") != "auto":  # (issue 24)
+            kwargs.setdefault("message_passing", self.settings["message_passing"])
         return make_calculator(self.settings["model"], self.settings["dtype"], **kwargs)
 
     def structure(self):

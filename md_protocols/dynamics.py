@@ -43,8 +43,9 @@ __all__ = ["run_dynamics", "initial_velocities", "make_integrator", "nve_drift",
 
 LOG_COLUMNS = ["step", "time_fs", "epot_eV", "ekin_eV", "etot_eV", "temperature_K"]
 THERMOSTATS = ("langevin", "bussi", "nose-hoover")
-#: The engine settings every dynamics protocol takes (``--engine``, ``--replicas``).
-ENGINE_DEFAULTS = {"engine": "ase", "replicas": 1}
+#: The engine settings every dynamics protocol takes (``--engine``, ``--replicas``,
+#: ``--message-passing``).
+ENGINE_DEFAULTS = {"engine": "ase", "replicas": 1, "message_passing": "auto"}
 
 
 def initial_velocities(atoms, temperature_K: float, rng: np.random.Generator) -> None:

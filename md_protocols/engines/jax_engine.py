@@ -187,7 +187,8 @@ def run(ctx: RunContext, atoms: Atoms, calc, ensemble: str, *, write_every: int 
     chunk = interval * max(1, round(chunk / interval))
     md = JaxMD(ckpt, numbers, atoms.get_masses(), ensemble, thermostat, timestep_fs=dt_fs, temperature_K=temp,
                dtype=calc.dtype, capacity=capacity, interval=interval,
-               envelope=ckpt.envelope if mode != "off" else None, max_length=calc.max_length)
+               envelope=ckpt.envelope if mode != "off" else None, max_length=calc.max_length,
+               message_passing=calc.potentials[0].config.message_passing)  # (issue 24)
     columns = LOG_COLUMNS + (["econs_eV"] if ensemble == "nvt" and thermostat == "nose-hoover" else [])
     state_file = ctx.path("state.json")
     with jax.enable_x64(md.x64):
