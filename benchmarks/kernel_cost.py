@@ -15,7 +15,7 @@ Cases (float32, the calculator's padded shapes):
 Also prints the largest HLO instructions and a breakdown of output bytes by model layer
 (forward / backward), which is where to look next.
 
-    python benchmarks/kernel_cost.py [--large 4000] [--top 10] [--profile DIR]
+    python benchmarks/kernel_cost.py [--large 4000] [--top 10] [--profile DIR] [--message-passing native]
 
 ``--profile DIR`` also records 200 warm C9H4 calls with ``jax.profiler`` (open DIR in
 TensorBoard's profile plugin or Perfetto) to see where the wall time of the calls goes.
@@ -96,10 +96,10 @@ def cost(fn, args, static) -> dict:
     }
 
 
-def molecule_batch(model: str, atoms):
+def molecule_batch(model: str, atoms, message_passing=None):
     """(Potential, padded batch, slots) as the calculator builds them."""
     ckpt = load_checkpoint(resolve_model(model))
-    pot = Potential(ckpt, "float32")
+    pot = Potential(ckpt, "float32", message_passing=message_passing)
     dst, src = neighbor_pairs(atoms.positions, ckpt.config.cutoff)
     s = node_bucket(len(atoms))
     return pot, pad_graphs([atoms.numbers], [atoms.positions], [(dst, src)], s, edge_bucket(len(dst)),
@@ -115,19 +115,22 @@ def profile(directory: str, calls: int = 200) -> None:
     print(f"profile of {calls} C9H4 calls written to {directory}")
 
 
-def molecule_case(model: str, atoms) -> dict:
-    pot, b, s = molecule_batch(model, atoms)
+def molecule_case(model: str, atoms, message_passing=None) -> dict:
+    pot, b, s = molecule_batch(model, atoms, message_passing)
     return {"atoms": len(atoms), "atom_slots": s, "pair_slots": int(len(b.dst_idx)),
             **cost(pot._fn, (pot._params, b), s)}
 
 
-def large_case(n: int) -> dict:
+def large_case(n: int, message_passing=None) -> dict:
     from model_scaling import SN2_EFA, cluster
 
     from efa_calc.config import from_reference_hyperparameters
     from efa_calc.nn.energy_model import Batch, init_params
 
-    cfg = from_reference_hyperparameters(SN2_EFA)
+    from efa_calc.nn.tensor import resolve_message_passing
+
+    mp = resolve_message_passing(message_passing, jax.default_backend())
+    cfg = from_reference_hyperparameters(SN2_EFA).for_evaluation(message_passing=mp)
     pos = cluster(n)
     z = np.where(np.random.default_rng(1).random(n) < 0.5, 1, 6)
     dst, src = neighbor_pairs(pos, cfg.cutoff)
@@ -152,16 +155,23 @@ def main(argv=None):
     ap.add_argument("--top", type=int, default=8, help="layers to list per case")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "kernel_cost.json"))
     ap.add_argument("--profile", metavar="DIR", help="also record a jax.profiler trace of C9H4 calls")
+    ap.add_argument("--message-passing", choices=("native", "cuequivariance"), default=None,
+                    help="message-passing kernel (default: the platform's)")
+    ap.add_argument("--small", action="store_true", help="C9H4 only (a quick check)")
     args = ap.parse_args(argv)
+    mp = args.message_passing
     if args.profile:
         profile(args.profile)
     cases = {
-        "cumulene-efa C9H4": lambda: molecule_case("cumulene-efa", cumulene(9, 30.0)),
-        "sn2-efa complex": lambda: molecule_case("sn2-efa", sn2_complex("F", "Cl", 3.0, 1.8)),
+        "cumulene-efa C9H4": lambda: molecule_case("cumulene-efa", cumulene(9, 30.0), mp),
+        "sn2-efa complex": lambda: molecule_case("sn2-efa", sn2_complex("F", "Cl", 3.0, 1.8), mp),
     }
+    if args.small:
+        del cases["sn2-efa complex"]
     if args.large:
-        cases[f"SN2 hyperparameters N={args.large}"] = lambda: large_case(args.large)
-    print(f"jax {jax.__version__} on {jax.devices()[0].platform}, float32, one energy+forces call")
+        cases[f"SN2 hyperparameters N={args.large}"] = lambda: large_case(args.large, mp)
+    print(f"jax {jax.__version__} on {jax.devices()[0].platform}, float32, one energy+forces call, "
+          f"message passing {mp or 'default'}")
     print(f"{'case':30s} {'MFLOP':>9s} {'MB accessed':>12s} {'HLO instr':>10s} {'fusions':>8s} {'dots':>5s}")
     results = {}
     for name, make in cases.items():
@@ -173,7 +183,8 @@ def main(argv=None):
             print(f"{'':32s}{mb:8.3f} MB out  {layer}")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"jax": jax.__version__, "platform": jax.devices()[0].platform, "cases": results}, indent=1))
+    out.write_text(json.dumps({"jax": jax.__version__, "platform": jax.devices()[0].platform,
+                               "message_passing": mp or "default", "cases": results}, indent=1))
     print(f"wrote {out}")
 
 
