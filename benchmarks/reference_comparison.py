@@ -55,8 +55,9 @@ from efa_calc.potential import Potential  # noqa: E402
 from efa_calc.reference import checkpoint_from_reference  # noqa: E402
 
 
-def _e3x_message_pass(max_degree=None, include_pseudotensors=True, dtype=None, name=None):
-    """e3x's own MessagePass on the dense basis Y ⊗ g (same parameters as efa-calc's)."""
+def _e3x_message_pass(max_degree=None, include_pseudotensors=True, dtype=None, name=None, message_passing=None):
+    """e3x's own MessagePass on the dense basis Y ⊗ g (same parameters as efa-calc's; the
+    reference code has one kernel, so ``message_passing`` is ignored)."""
     mp = e3x.nn.MessagePass(max_degree=max_degree, include_pseudotensors=include_pseudotensors, dtype=dtype,
                             name=name)
 
