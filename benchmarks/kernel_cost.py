@@ -15,7 +15,7 @@ Cases (float32, the calculator's padded shapes):
 Also prints the largest HLO instructions and a breakdown of output bytes by model layer
 (forward / backward), which is where to look next.
 
-    python benchmarks/kernel_cost.py [--large 4000] [--top 10] [--profile DIR]
+    python benchmarks/kernel_cost.py [--large 4000] [--top 10] [--profile DIR] [--message-passing native] [--small]
 
 ``--profile DIR`` also records 200 warm C9H4 calls with ``jax.profiler`` (open DIR in
 TensorBoard's profile plugin or Perfetto) to see where the wall time of the calls goes.
@@ -97,9 +97,9 @@ def cost(lowered) -> dict:
     }
 
 
-def molecule_call(model: str, atoms):
+def molecule_call(model: str, atoms, message_passing=None):
     """(Potential, graph, slots) as the calculator builds them."""
-    pot = Potential(load_checkpoint(resolve_model(model)), "float32")
+    pot = Potential(load_checkpoint(resolve_model(model)), "float32", message_passing=message_passing)
     graph = Graph(atoms.numbers, atoms.positions, *neighbor_pairs(atoms.positions, pot.config.cutoff))
     return pot, graph, tight_slots([graph])
 
@@ -113,13 +113,13 @@ def profile(directory: str, calls: int = 200) -> None:
     print(f"profile of {calls} C9H4 calls written to {directory}")
 
 
-def molecule_case(model: str, atoms) -> dict:
-    pot, graph, slots = molecule_call(model, atoms)
+def molecule_case(model: str, atoms, message_passing=None) -> dict:
+    pot, graph, slots = molecule_call(model, atoms, message_passing)
     return {"atoms": len(atoms), "atom_slots": slots.nodes_per_graph, "pair_slots": slots.num_edges,
             **cost(pot.lower([graph], slots))}
 
 
-def large_case(n: int) -> dict:
+def large_case(n: int, message_passing=None) -> dict:
     from model_scaling import SN2_EFA, cluster
 
     from efa_calc.nn.energy_model import init_params
@@ -134,7 +134,7 @@ def large_case(n: int) -> dict:
     params = jax.tree_util.tree_map(np.asarray, init_params(cfg, jax.random.PRNGKey(0), probe))
     # XLA's cost analysis counts a loop body once: measure the program without edge chunks
     # (the chunked one computes the same sums in a loop, plus the rematerialised forward).
-    pot = Potential(Checkpoint(cfg, params, ["H", "C"]), "float32", edge_chunk=0)
+    pot = Potential(Checkpoint(cfg, params, ["H", "C"]), "float32", edge_chunk=0, message_passing=message_passing)
     return {"atoms": n, "pairs": int(len(graph.dst)), "edge_chunks": False, **cost(pot.lower([graph], slots))}
 
 
@@ -144,16 +144,23 @@ def main(argv=None):
     ap.add_argument("--top", type=int, default=8, help="layers to list per case")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "kernel_cost.json"))
     ap.add_argument("--profile", metavar="DIR", help="also record a jax.profiler trace of C9H4 calls")
+    ap.add_argument("--message-passing", choices=("native", "cuequivariance"), default=None,
+                    help="message-passing kernel (default: the platform's)")
+    ap.add_argument("--small", action="store_true", help="C9H4 only (a quick check)")
     args = ap.parse_args(argv)
+    mp = args.message_passing
     if args.profile:
         profile(args.profile)
     cases = {
-        "cumulene-efa C9H4": lambda: molecule_case("cumulene-efa", cumulene(9, 30.0)),
-        "sn2-efa complex": lambda: molecule_case("sn2-efa", sn2_complex("F", "Cl", 3.0, 1.8)),
+        "cumulene-efa C9H4": lambda: molecule_case("cumulene-efa", cumulene(9, 30.0), mp),
+        "sn2-efa complex": lambda: molecule_case("sn2-efa", sn2_complex("F", "Cl", 3.0, 1.8), mp),
     }
+    if args.small:
+        del cases["sn2-efa complex"]
     if args.large:
-        cases[f"SN2 hyperparameters N={args.large}"] = lambda: large_case(args.large)
-    print(f"jax {jax.__version__} on {jax.devices()[0].platform}, float32, one energy+forces call")
+        cases[f"SN2 hyperparameters N={args.large}"] = lambda: large_case(args.large, mp)
+    print(f"jax {jax.__version__} on {jax.devices()[0].platform}, float32, one energy+forces call, "
+          f"message passing {mp or 'default'}")
     print(f"{'case':30s} {'MFLOP':>9s} {'MB accessed':>12s} {'HLO instr':>10s} {'fusions':>8s} {'dots':>5s}")
     results = {}
     for name, make in cases.items():
@@ -165,7 +172,8 @@ def main(argv=None):
             print(f"{'':32s}{mb:8.3f} MB out  {layer}")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"jax": jax.__version__, "platform": jax.devices()[0].platform, "cases": results}, indent=1))
+    out.write_text(json.dumps({"jax": jax.__version__, "platform": jax.devices()[0].platform,
+                               "message_passing": mp or "default", "cases": results}, indent=1))
     print(f"wrote {out}")
 
 

@@ -22,6 +22,7 @@ largest deviation from the start (meV/atom), float32 and float64.
 
     python benchmarks/md_throughput.py                      # full table + drift
     python benchmarks/md_throughput.py --quick              # small sanity run (R ≤ 8, few steps)
+    python benchmarks/md_throughput.py --message-passing cuequivariance   # the other kernel
 
 Prints a table and writes ``benchmarks/results/md_throughput.json`` (``--out``).
 Units: steps/s, GFLOP/s, s, eV/atom/ps, meV/atom.
@@ -55,9 +56,9 @@ SYSTEMS = {"C9H4": ("cumulene-efa", lambda calc: cumulene_start(9, calc)),
 DT_FS = 0.5
 
 
-def start(system: str, dtype: str):
+def start(system: str, dtype: str, message_passing=None):
     model, build = SYSTEMS[system]
-    calc = EFACalculator(model, dtype=dtype, guard="off")
+    calc = EFACalculator(model, dtype=dtype, guard="off", message_passing=message_passing)
     atoms = build(calc)
     atoms.calc = calc
     initial_velocities(atoms, 300.0, np.random.default_rng(0))
@@ -78,7 +79,8 @@ def bench_ase(atoms, calc, steps: int, repeats: int) -> dict:
 
 
 def make_md(atoms, calc, replicas: int) -> tuple:
-    md = JaxMD(calc.checkpoints[0], atoms.numbers, atoms.get_masses(), "nve", timestep_fs=DT_FS, dtype=calc.dtype)
+    md = JaxMD(calc.checkpoints[0], atoms.numbers, atoms.get_masses(), "nve", timestep_fs=DT_FS, dtype=calc.dtype,
+               message_passing=calc.potentials[0].config.message_passing)
     rng = np.random.default_rng(1)
     pos = np.repeat(atoms.positions[None], replicas, 0)
     mom = np.stack([atoms.get_momenta()] + [_velocities(atoms, rng) for _ in range(replicas - 1)])
@@ -193,6 +195,8 @@ def main(argv=None) -> int:
     p.add_argument("--no-drift", action="store_true")
     p.add_argument("--only-drift", action="store_true", help="only the C9H4 drift comparison")
     p.add_argument("--out", default=str(Path(__file__).resolve().parent / "results" / "md_throughput.json"))
+    p.add_argument("--message-passing", choices=("native", "cuequivariance"), default=None,
+                   help="message-passing kernel (default: the platform's)")
     args = p.parse_args(argv)
     replicas = [int(r) for r in args.replicas.split(",")]
     if args.quick:
@@ -204,7 +208,7 @@ def main(argv=None) -> int:
     rows, drifts = [], {}
     for system in args.systems.split(","):
         for dtype in args.dtypes.split(","):
-            atoms, calc = start(system, dtype)
+            atoms, calc = start(system, dtype, args.message_passing)
             if args.only_drift:
                 if system == "C9H4":
                     drifts[dtype] = drift(atoms, calc, args.drift_steps)
@@ -235,7 +239,7 @@ def main(argv=None) -> int:
             print(f"drift C9H4 {dtype} {eng}: {v['drift_eV_per_atom_per_ps']:.3e} eV/atom/ps, "
                   f"max deviation {v['max_energy_deviation_meV_per_atom']:.4f} meV/atom over {args.drift_steps} steps")
     result = {"rows": rows, "drift": drifts, "drift_steps": args.drift_steps, "timestep_fs": DT_FS,
-              "quick": args.quick, "device": str(jax.devices()[0]), "cpu_count": os.cpu_count(),
+              "quick": args.quick, "device": str(jax.devices()[0]), "message_passing": args.message_passing or "default", "cpu_count": os.cpu_count(),
               "platform": platform.platform(), "load_average_start": load0, "load_average_end": os.getloadavg(),
               "units": {"steps_per_s": "MD steps per second of one trajectory",
                         "replica_steps_per_s": "MD steps per second summed over replicas",

@@ -12,6 +12,11 @@ are printed.  A size that does not fit (killed or out of memory) ends the sweep:
 size that ran is the largest N that fits this machine.
 
     python benchmarks/model_scaling.py [--sizes 250 500 1000 2000 4000 8000 16000 32000] [--local]
+                                       [--message-passing native|cuequivariance]
+
+On a GPU each row also gives the device's peak memory (``peak_device_GiB``, from
+``memory_stats()``); a size that runs out of device memory ends the sweep like one that
+runs out of host memory.
 
 Writes ``benchmarks/results/model_scaling_{efa,local}.json``.
 """
@@ -60,17 +65,19 @@ def cluster(n: int, density: float = 0.1, dmin: float = 0.9, seed: int = 0) -> n
     return pts
 
 
-def single(n: int, local: bool, repeats: int = 3) -> dict:
+def single(n: int, local: bool, repeats: int = 3, message_passing=None) -> dict:
     import jax
 
-    from efa_calc.graphs.padding import pad_graphs
-    from efa_calc.reference import from_reference_hyperparameters
-    from efa_calc.graphs.neighbors import neighbor_pairs
-    from efa_calc.nn.energy_model import init_params
     from efa_calc.backends.single import compiled_energy_and_forces
+    from efa_calc.graphs.neighbors import neighbor_pairs
+    from efa_calc.graphs.padding import pad_graphs
+    from efa_calc.nn.energy_model import init_params
+    from efa_calc.nn.tensor import resolve_message_passing
+    from efa_calc.reference import from_reference_hyperparameters
 
     pos = cluster(n)
     cfg = from_reference_hyperparameters(SN2_LOCAL if local else SN2_EFA)
+    cfg = cfg.for_evaluation(message_passing=resolve_message_passing(message_passing, jax.default_backend()))
     z = np.where(np.random.default_rng(1).random(n) < 0.5, 1, 6)
     t0 = time.perf_counter()
     dst, src = neighbor_pairs(pos, cfg.cutoff)
@@ -86,8 +93,10 @@ def single(n: int, local: bool, repeats: int = 3) -> dict:
         t0 = time.perf_counter()
         jax.block_until_ready(fn(params, b))
         times.append(time.perf_counter() - t0)
+    stats = jax.devices()[0].memory_stats() or {}  # None on CPU
     return {"atoms": n, "pairs": int(len(dst)), "seconds": min(times), "first_call_s": t_first,
-            "neighbor_list_s": t_nl, "peak_rss_GiB": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}
+            "neighbor_list_s": t_nl, "peak_rss_GiB": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+            "peak_device_GiB": stats.get("peak_bytes_in_use", 0) / 2**30 or None, "message_passing": cfg.message_passing}
 
 
 def _total_memory_gib() -> float:
@@ -125,26 +134,32 @@ def main(argv=None):
     ap.add_argument("--repeats", type=int, default=3, help="timed calls per size after the compiling one (best of)")
     ap.add_argument("--max-rss-gib", type=float, default=0.9 * _total_memory_gib(),
                     help="stop a size whose resident memory passes this (default 90%% of this machine's memory)")
+    ap.add_argument("--message-passing", choices=("native", "cuequivariance"), default=None,
+                    help="message-passing kernel (default: the platform's)")
     ap.add_argument("--single", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.single:
-        print(json.dumps(single(args.single, args.local, args.repeats)))
+        print(json.dumps(single(args.single, args.local, args.repeats, args.message_passing)))
         return
     print(f"model: {'SN2 local MPNN (F=162)' if args.local else 'SN2 EFA + MPNN (F=128)'}, 2 iterations, 5 Å cutoff, float32, "
           "energy + forces, best of 3 after compile")
     print(f"{'atoms':>6s} {'pairs':>9s} {'time (s)':>9s} {'ms/atom':>8s} {'peak RSS (GiB)':>15s} {'nbr list (ms)':>14s}")
     rows, summary_fail = [], None
+    out = Path(args.out or Path(__file__).resolve().parent / "results" / f"model_scaling_{'local' if args.local else 'efa'}.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
     for n in args.sizes:
         cmd = [sys.executable, __file__, "--single", str(n), "--repeats", str(args.repeats)] + (["--local"] if args.local else [])
-        code, out, err, peak = run_with_memory_limit(cmd, args.max_rss_gib)
+        cmd += ["--message-passing", args.message_passing] if args.message_passing else []
+        code, out_text, err, peak = run_with_memory_limit(cmd, args.max_rss_gib)
         if code != 0:
             why = (f"stopped at {peak:.1f} GiB resident (--max-rss-gib {args.max_rss_gib:g})" if code == -9
                    else (err.strip().splitlines() or [str(code)])[-1])
             print(f"{n:6d}  does not fit: {why}")
             summary_fail = {"atoms": n, "reason": why}
             break
-        row = json.loads(out.strip().splitlines()[-1])
+        row = json.loads(out_text.strip().splitlines()[-1])
         rows.append(row)
+        out.write_text(json.dumps({"rows": rows, "partial": True}, indent=1))  # kept if a later size is killed
         print(f"{row['atoms']:6d} {row['pairs']:9d} {row['seconds']:9.3f} {1e3 * row['seconds'] / n:8.2f} "
               f"{row['peak_rss_GiB']:15.2f} {1e3 * row['neighbor_list_s']:14.1f}", flush=True)
     summary = {}
@@ -164,8 +179,6 @@ def main(argv=None):
         summary["largest_N_run"] = rows[-1]["atoms"]
     if summary_fail:
         summary["first_N_not_fitting"] = summary_fail
-    out = Path(args.out or Path(__file__).resolve().parent / "results" / f"model_scaling_{'local' if args.local else 'efa'}.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"rows": rows, **summary}, indent=1))
     print(f"wrote {out}")
 

@@ -61,7 +61,7 @@ log = logging.getLogger("efa_calc")
 
 _ASE_KWARGS = ("label", "directory", "atoms")  # what ASE's Calculator itself accepts and we pass on
 #: settings that need the backends rebuilt when they change (the others are cheap)
-_BACKEND_SETTINGS = ("model", "dtype", "device", "lebedev_num", "efa_exact", "devices", "skin")
+_BACKEND_SETTINGS = ("model", "dtype", "device", "lebedev_num", "efa_exact", "devices", "skin", "message_passing")
 
 
 def _load(spec) -> Checkpoint:
@@ -114,13 +114,18 @@ class EFACalculator(Calculator):
         ``None`` (default) evaluates on one device (``device``).  Domain decomposition with
         a one-cutoff halo (:mod:`efa_calc.backends.sharded`, ``docs/scaling.md``).  A
         structure needs at least D atoms; ``efa_exact`` cannot be combined with it.
+      message_passing: the message-passing kernel: ``"native"`` (efa-calc's own),
+        ``"cuequivariance"`` (NVIDIA's cuequivariance-jax; the fused CUDA kernel on GPUs; needs
+        ``pip install 'efa-calc[cuequivariance]'`` or the ``gpu`` extra) or ``None`` (default:
+        native on CPUs, :data:`efa_calc.nn.tensor.GPU_MESSAGE_PASSING` on GPUs).  Both give
+        the same energies and forces (to float64 rounding).
       label, directory, atoms: passed on to ASE's ``Calculator``.  Any other keyword
         argument is a ``TypeError`` (ASE would silently keep it as an unused parameter).
     """
 
     implemented_properties = ["energy", "free_energy", "forces", "energies", "stress", "energy_std", "forces_std"]
     default_parameters = {"dtype": "float32", "device": None, "strict": True, "skin": 0.0, "lebedev_num": None,
-                          "guard": "warn", "efa_exact": False, "devices": None}
+                          "guard": "warn", "efa_exact": False, "devices": None, "message_passing": None}
 
     def __init__(self, model, **kwargs):
         ase_kwargs = {k: kwargs.pop(k) for k in _ASE_KWARGS if k in kwargs}
@@ -161,8 +166,8 @@ class EFACalculator(Calculator):
         if not specs:
             raise ValueError("EFACalculator needs at least one model")
         self.checkpoints = [_load(s) for s in specs]
-        self.potentials = [Potential(c, p["dtype"], p["device"], p["lebedev_num"], p["efa_exact"])
-                           for c in self.checkpoints]
+        self.potentials = [Potential(c, p["dtype"], p["device"], p["lebedev_num"], p["efa_exact"],
+                                     message_passing=p["message_passing"]) for c in self.checkpoints]
         self.sharded = None
         if p["devices"] is not None:
             from efa_calc.backends.sharded import ShardedPotential

@@ -118,6 +118,8 @@ class RunContext:
     def calculator(self, **kwargs):
         # the calculator only warns: a protocol with guard=error stops the run itself, resumably
         kwargs.setdefault("guard", "off" if guard_mode(self.settings) == "off" else "warn")
+        if self.settings.get("message_passing", "auto") != "auto":
+            kwargs.setdefault("message_passing", self.settings["message_passing"])
         return make_calculator(self.settings["model"], self.settings["dtype"], **kwargs)
 
     def structure(self):

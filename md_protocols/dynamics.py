@@ -39,8 +39,9 @@ from md_protocols.settings import SettingError, check_engine
 __all__ = ["run_dynamics", "initial_velocities", "nve_drift", "ENGINE_DEFAULTS", "append_frames",
            "truncate_outputs", "write_log", "check_engine", "LOG_COLUMNS"]
 
-#: The engine settings every dynamics protocol takes (``--engine``, ``--replicas``).
-ENGINE_DEFAULTS = {"engine": "ase", "replicas": 1}
+#: The engine settings every dynamics protocol takes (``--engine``, ``--replicas``,
+#: ``--message-passing``).
+ENGINE_DEFAULTS = {"engine": "ase", "replicas": 1, "message_passing": "auto"}
 
 
 def run_dynamics(ctx: RunContext, atoms, calc, ensemble: str, *, write_every: int = 1, log_every: int = 1,

@@ -81,6 +81,9 @@ SETTINGS: dict[str, Setting] = {
     "replicas": Setting(int, "independent trajectories (own velocities and noise) run together in one batched "
                              "call; jax engine only; outputs in replica_000/ ...", "", 1, 4096),
     "dtype": Setting(str, "floating-point precision of the model", choices=("float32", "float64")),
+    "message_passing": Setting(str, "message-passing kernel: auto (native on CPUs, the GPU default on GPUs), native, "
+                                    "or cuequivariance (needs pip install 'efa-calc[cuequivariance]' or "
+                                    "'efa-calc[gpu]')", choices=("auto", "native", "cuequivariance")),
     "seed": Setting(int, "random seed (velocities, Langevin noise)", "", 0, 2**32 - 1),
     "guard": Setting(str, "when a structure leaves the model's training envelope: error (the run stops, "
                           "resumably), warn and go on, or off (no check); the calculator's guard values",

@@ -22,6 +22,7 @@ from efa_calc.nn.batch import Batch
 from efa_calc.nn.config import ModelConfig
 from efa_calc.nn.energy_model import energy_and_forces, energy_forces_stress
 from efa_calc.nn.precision import Precision
+from efa_calc.nn.tensor import resolve_message_passing
 
 __all__ = ["Potential", "compiled_energy_and_forces", "compiled_energy_forces_stress", "resolve_device", "tight_slots"]
 
@@ -78,15 +79,19 @@ class Potential(Backend):
       lebedev_num: evaluate the EFA blocks on a different Lebedev grid.
       efa_exact: evaluate the EFA blocks with their exact j₀ kernel (O(N²)).
       edge_chunk: pairs per chunk of the message sums (``None``: the default; 0: one pass).
+      message_passing: ``"native"``, ``"cuequivariance"`` or ``None`` (the device's default,
+        :func:`efa_calc.nn.tensor.resolve_message_passing`); same numbers either way.
     """
 
     def __init__(self, checkpoint, dtype: str = "float32", device=None, lebedev_num: Optional[int] = None,
-                 efa_exact: bool = False, edge_chunk: Optional[int] = None):
+                 efa_exact: bool = False, edge_chunk: Optional[int] = None, message_passing: Optional[str] = None):
         self.precision = Precision(dtype)
         self.checkpoint = checkpoint
-        self.config = checkpoint.config.for_evaluation(lebedev_num=lebedev_num, efa_exact=efa_exact,
-                                                       edge_chunk=edge_chunk)
         self.device = resolve_device(device)
+        platform = self.device.platform if self.device is not None else jax.default_backend()
+        self.config = checkpoint.config.for_evaluation(
+            lebedev_num=lebedev_num, efa_exact=efa_exact, edge_chunk=edge_chunk,
+            message_passing=resolve_message_passing(message_passing, platform))
         self.fn = compiled_energy_and_forces(self.config)
         self.fn_stress = compiled_energy_forces_stress(self.config)
         with self.precision.scope():

@@ -47,6 +47,7 @@ from ase import units
 from efa_calc.graphs.padding import edge_bucket
 from efa_calc.checkpoint import Checkpoint
 from efa_calc.envelope import DISTANCE_MARGIN
+from efa_calc.nn.tensor import resolve_message_passing
 from efa_calc.md_jax.chunk import FLAGS, ChunkResult, make_chunk
 from efa_calc.md_jax.model import make_force_fn
 from efa_calc.md_jax.pairs import dense_pairs, pair_count
@@ -120,12 +121,14 @@ class JaxMD:
       envelope: training envelope observed on the device (``None``: not observed).
       max_length: the model's max_length in Å (``inf``: not checked).
       guards: the checks evaluated at every step (see the module docstring; default none).
+      message_passing: ``"native"``, ``"cuequivariance"`` or ``None`` (the default device's
+        default; :func:`efa_calc.nn.tensor.resolve_message_passing`).
     """
 
     def __init__(self, checkpoint: Checkpoint, numbers, masses, ensemble: str = "nve", thermostat: str = "langevin",
                  timestep_fs: float = 0.5, temperature_K: float = 300.0, friction_per_fs: float = 0.01,
                  tau_fs: float = 100.0, dtype: str = "float32", capacity: int | None = None, interval: int = 1,
-                 envelope=None, max_length: float = math.inf, guards=()):
+                 envelope=None, max_length: float = math.inf, guards=(), message_passing: str | None = None):
         if ensemble not in ("nve", "nvt"):
             raise ValueError(f"ensemble={ensemble!r}; allowed: 'nve' or 'nvt'")
         if ensemble == "nvt" and thermostat not in THERMOSTATS:
@@ -137,7 +140,8 @@ class JaxMD:
         if unknown:
             raise ValueError(f"guards={unknown}: unknown to the jax engine; allowed: {', '.join(FLAGS)}")
         self.checkpoint = checkpoint
-        self.config = checkpoint.config
+        mp = resolve_message_passing(message_passing, jax.default_backend())
+        self.config = checkpoint.config.for_evaluation(message_passing=mp)
         self.numbers = np.asarray(numbers, np.int32)
         self.masses = np.asarray(masses, np.float64)
         self.n = len(self.numbers)

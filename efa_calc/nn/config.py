@@ -20,6 +20,7 @@ from efa_calc.nn.long_range import BLOCKS, LongRangeConfig, config_from_dict
 from efa_calc.nn.long_range.all_to_all import AllToAllConfig
 from efa_calc.nn.long_range.efa import EFAConfig
 from efa_calc.nn.mara import MARAGateConfig
+from efa_calc.nn.tensor import check_message_passing
 
 __all__ = [
     "AllToAllConfig", "EFAConfig", "LongRangeConfig", "MARAGateConfig", "ModelConfig", "LONG_RANGE_CONFIGS",
@@ -56,6 +57,8 @@ class ModelConfig:
         local message pass, or ``None`` (config files: ``true``/``false`` or a table).
       edge_chunk: evaluation setting, not a hyperparameter (never saved): pairs per chunk
         of the message sums (``None``: :data:`efa_calc.nn.tensor.EDGE_CHUNK`; 0: one pass).
+      message_passing: evaluation setting (never saved): the message-passing kernel,
+        ``"native"`` or ``"cuequivariance"`` (:data:`efa_calc.nn.tensor.MESSAGE_PASSING`).
     """
 
     num_features: int
@@ -71,9 +74,11 @@ class ModelConfig:
     long_range: LongRangeConfig | None = None
     mara_gate: MARAGateConfig | None = None
     edge_chunk: int | None = dataclasses.field(default=None, metadata={"evaluation": True})
+    message_passing: str = dataclasses.field(default="native", metadata={"evaluation": True})
 
     def __post_init__(self):
         object.__setattr__(self, "mara_gate", MARAGateConfig.from_value(self.mara_gate))
+        check_message_passing(self.message_passing)
         if self.num_iterations < 1 or self.num_features < 1:
             raise ValueError("num_iterations and num_features must be >= 1")
         if self.cutoff <= 0:
@@ -92,14 +97,18 @@ class ModelConfig:
         return dataclasses.replace(self, **kw)
 
     def for_evaluation(self, lebedev_num: int | None = None, efa_exact: bool = False,
-                       edge_chunk: int | None = None) -> "ModelConfig":
+                       edge_chunk: int | None = None, message_passing: str | None = None) -> "ModelConfig":
         """The same model (same parameters) with EFA evaluated on another Lebedev grid, or
-        with its exact j₀ kernel (``efa_exact``), or with another message-sum chunk size.
+        with its exact j₀ kernel (``efa_exact``), or with another message-sum chunk size or
+        message-passing kernel (``None``: unchanged).
 
         Raises:
-          ValueError: when an EFA override is asked of a model without an EFA block, or for
-            a negative ``edge_chunk``.
+          ValueError: when an EFA override is asked of a model without an EFA block, for a
+            negative ``edge_chunk`` or an unknown ``message_passing``; ImportError:
+            "cuequivariance" without the package (naming the extra to install).
         """
+        if message_passing is not None:
+            return self.replace(message_passing=message_passing).for_evaluation(lebedev_num, efa_exact, edge_chunk)
         if edge_chunk is not None:
             if not (isinstance(edge_chunk, int) and edge_chunk >= 0):
                 raise ValueError(f"edge_chunk={edge_chunk!r}; allowed: an integer >= 0 (0: never chunk)")

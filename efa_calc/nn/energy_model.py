@@ -154,7 +154,8 @@ def _local_branch(cfg: ModelConfig, t: int, last: bool, x_src, basis: EdgeBasis,
             x_src[:, 0, 0, :], neighbour_positions, batch.dst_idx, batch.src_idx, batch.edge_mask
         )
     degree = {"max_degree": 0, "include_pseudotensors": False} if last else {}
-    mp = MessagePass(dtype=batch.positions.dtype, edge_chunk=cfg.edge_chunk, name=f"message_pass_{t}", **degree)
+    mp = MessagePass(dtype=batch.positions.dtype, edge_chunk=cfg.edge_chunk, message_passing=cfg.message_passing,
+                     name=f"message_pass_{t}", **degree)
     return mp(x_src, basis, batch.dst_idx, batch.src_idx, batch.positions.shape[0], gate)
 
 

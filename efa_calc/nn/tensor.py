@@ -38,7 +38,50 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, Integer
 
-__all__ = ["EdgeBasis", "edge_basis", "MessagePass", "messages", "aggregate_messages", "coupling_table", "coupling_paths"]
+__all__ = ["EdgeBasis", "edge_basis", "MessagePass", "messages", "aggregate_messages", "coupling_table", "coupling_paths",
+           "MESSAGE_PASSING", "GPU_MESSAGE_PASSING", "check_message_passing", "resolve_message_passing"]
+
+#: The message-passing kernels: ``"native"`` (this module, the CPU default) and
+#: ``"cuequivariance"`` (:mod:`efa_calc.nn.tensor_cueq`, NVIDIA's cuequivariance-jax).
+MESSAGE_PASSING = ("native", "cuequivariance")
+
+#: The default on GPUs.  Provisional: no GPU has measured it yet; ``benchmarks/gpu_check.sh``
+#: times both kernels there and its result decides this value.
+GPU_MESSAGE_PASSING = "cuequivariance"
+
+_CUEQ_MISSING = ("message_passing='cuequivariance' needs cuequivariance-jax: pip install 'efa-calc[cuequivariance]' "
+                 "(CPU) or 'efa-calc[gpu]' (CUDA 12, with the fused kernel)")
+
+
+def _cuequivariance_installed() -> bool:
+    import importlib.util
+
+    return all(importlib.util.find_spec(m) is not None for m in ("cuequivariance", "cuequivariance_jax"))
+
+
+def check_message_passing(value: str) -> str:
+    """``value`` if it names an available kernel (:data:`MESSAGE_PASSING`).
+
+    Raises:
+      ValueError: for another name; ImportError: for ``"cuequivariance"`` without the package.
+    """
+    if value not in MESSAGE_PASSING:
+        raise ValueError(f"message_passing={value!r}; allowed: {', '.join(map(repr, MESSAGE_PASSING))} "
+                         "or None (the platform's default)")
+    if value == "cuequivariance" and not _cuequivariance_installed():
+        raise ImportError(_CUEQ_MISSING)
+    return value
+
+
+def resolve_message_passing(value: Optional[str], platform: str) -> str:
+    """The kernel to use on ``platform`` (``jax.Device.platform``: "cpu", "gpu"/"cuda", ...):
+    ``value`` if given, else ``"native"`` off GPUs and :data:`GPU_MESSAGE_PASSING` on them
+    (``"native"`` there too when cuequivariance is not installed)."""
+    if value is not None:
+        return check_message_passing(value)
+    if platform in ("gpu", "cuda") and (GPU_MESSAGE_PASSING == "native" or _cuequivariance_installed()):
+        return GPU_MESSAGE_PASSING
+    return "native"
 
 
 class EdgeBasis(NamedTuple):
@@ -209,7 +252,7 @@ CHUNKS_ABOVE = 4
 
 def aggregate_messages(
     x, radial, angular, dst_idx, src_idx, edge_gate, num_segments: int, filter_weights, kernel, p3n: int,
-    l3max: int, chunk: Optional[int] = None,
+    l3max: int, chunk: Optional[int] = None, impl: str = "native",
 ) -> Float[Array, "N P3 D3 F"]:
     """m_i = Σ_{e: dst_e = i} g_e m_e, in edge chunks of at most ``chunk`` (default
     :data:`EDGE_CHUNK`; 0 never chunks) when E > :data:`CHUNKS_ABOVE` · ``chunk``; the
@@ -224,10 +267,19 @@ def aggregate_messages(
     differentiation (``jax.jvp``, ``jax.hessian``) is not available for structures with
     more than CHUNKS_ABOVE · chunk pairs (4096 by default); reverse mode to any order is
     (training differentiates forces).
+
+    ``impl`` (:data:`MESSAGE_PASSING`) computes the messages with :func:`messages`
+    ("native") or with cuequivariance (:mod:`efa_calc.nn.tensor_cueq`, "cuequivariance";
+    its one-pass call gathers and scatters inside the polynomial); the chunking is the same.
     """
     chunk = EDGE_CHUNK if chunk is None else chunk
     e = src_idx.shape[0]
     if chunk == 0 or e <= CHUNKS_ABOVE * chunk:
+        if impl == "cuequivariance":
+            from efa_calc.nn.tensor_cueq import cueq_messages
+
+            return cueq_messages(x, radial, angular, src_idx, filter_weights, kernel, p3n, l3max, edge_gate, dst_idx,
+                                 num_segments)
         m = _gated_messages(x, src_idx, filter_weights, kernel, radial, angular, edge_gate, p3n, l3max)
         return jax.ops.segment_sum(m, dst_idx, num_segments)
     n_chunks = _ceil_div(e, chunk)
@@ -237,27 +289,32 @@ def aggregate_messages(
     gate = jnp.ones((e,), x.dtype) if edge_gate is None else edge_gate.astype(x.dtype)
     edges = [jnp.pad(a, [(0, pad)] + [(0, 0)] * (a.ndim - 1)).reshape(n_chunks, size, *a.shape[1:])
              for a in (radial, angular, gate, dst_idx, src_idx)]
-    return _chunked_messages(num_segments, p3n, l3max, edge_gate is not None, x, filter_weights, kernel, *edges)
+    return _chunked_messages(num_segments, p3n, l3max, edge_gate is not None, impl, x, filter_weights, kernel, *edges)
 
 
 def _ceil_div(a: int, b: int) -> int:
     return -(-a // b)
 
 
-def _gated_messages(x, src_idx, filter_weights, kernel, radial, angular, gate, p3n, l3max):
+def _gated_messages(x, src_idx, filter_weights, kernel, radial, angular, gate, p3n, l3max, impl="native"):
     """:func:`messages` times the edge gate; no gate, no multiply (a gate of ones would cost
     an (E, P3, D3, F) pass that XLA cannot fold inside the chunk loop)."""
+    if impl == "cuequivariance":
+        from efa_calc.nn.tensor_cueq import cueq_messages
+
+        return cueq_messages(x, radial, angular, src_idx, filter_weights, kernel, p3n, l3max, gate)
     m = messages(x, radial, angular, src_idx, filter_weights, kernel, p3n, l3max)
     return m if gate is None else m * gate.astype(m.dtype)[:, None, None, None]
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2, 3))
-def _chunked_messages(num_segments, p3n, l3max, gated, x, filter_weights, kernel, radial, angular, gate, dst, src):
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2, 3, 4))
+def _chunked_messages(num_segments, p3n, l3max, gated, impl, x, filter_weights, kernel, radial, angular, gate, dst, src):
     """Σ over chunks (leading axis of radial … src) of the scattered chunk messages."""
 
     def body(total, c):
         radial, angular, gate, dst, src = c
-        m = _gated_messages(x[src], None, filter_weights, kernel, radial, angular, gate if gated else None, p3n, l3max)
+        m = _gated_messages(x[src], None, filter_weights, kernel, radial, angular, gate if gated else None, p3n, l3max,
+                            impl)
         return total.at[dst].add(m), None
 
     # zeros_like(x): inside shard_map (efa_calc.backends.sharded) the carry must vary over the mesh
@@ -267,12 +324,12 @@ def _chunked_messages(num_segments, p3n, l3max, gated, x, filter_weights, kernel
     return total
 
 
-def _chunked_fwd(num_segments, p3n, l3max, gated, x, filter_weights, kernel, radial, angular, gate, dst, src):
-    out = _chunked_messages(num_segments, p3n, l3max, gated, x, filter_weights, kernel, radial, angular, gate, dst, src)
+def _chunked_fwd(num_segments, p3n, l3max, gated, impl, x, filter_weights, kernel, radial, angular, gate, dst, src):
+    out = _chunked_messages(num_segments, p3n, l3max, gated, impl, x, filter_weights, kernel, radial, angular, gate, dst, src)
     return out, (x, filter_weights, kernel, radial, angular, gate, dst, src)  # inputs only: chunks are recomputed
 
 
-def _chunked_bwd(num_segments, p3n, l3max, gated, res, ct):
+def _chunked_bwd(num_segments, p3n, l3max, gated, impl, res, ct):
     x, filter_weights, kernel, radial, angular, gate, dst, src = res
 
     def body(acc, c):
@@ -280,7 +337,7 @@ def _chunked_bwd(num_segments, p3n, l3max, gated, res, ct):
         radial, angular, gate, dst, src = c
         def chunk_messages(x_e, filter_weights, kernel, radial, angular, gate):
             return _gated_messages(x_e, None, filter_weights, kernel, radial, angular, gate if gated else None, p3n,
-                                   l3max)
+                                   l3max, impl)
 
         _, vjp = jax.vjp(chunk_messages, x[src], filter_weights, kernel, radial, angular, gate)
         g_xe, g_fw, g_k, g_rad, g_ang, g_gate = vjp(ct[dst])
@@ -310,6 +367,8 @@ class MessagePass(nn.Module):
         can arise when an input or the output is scalar-only and neither input has one).
       edge_chunk: pairs per chunk of the message sum (``None``: :data:`EDGE_CHUNK`; 0: never
         chunk, one pass over all pairs).
+      message_passing: the kernel, ``"native"`` or ``"cuequivariance"`` (:data:`MESSAGE_PASSING`;
+        the same numbers, the same parameters).
 
     Shapes: inputs (N, P, (L+1)², F), basis (E, K) and (E, (L_b+1)²) → (N, P', (L'+1)², F).
     """
@@ -318,6 +377,7 @@ class MessagePass(nn.Module):
     include_pseudotensors: bool = True
     dtype: Optional[jnp.dtype] = None
     edge_chunk: Optional[int] = None
+    message_passing: str = "native"
 
     @nn.compact
     def __call__(
@@ -344,5 +404,5 @@ class MessagePass(nn.Module):
         return aggregate_messages(
             inputs.astype(dtype), basis.radial.astype(dtype), basis.angular.astype(dtype), dst_idx, src_idx,
             edge_gate, num_segments, filter_weights.astype(dtype), kernel.astype(dtype), p3n, l3max,
-            chunk=self.edge_chunk,
+            chunk=self.edge_chunk, impl=check_message_passing(self.message_passing),
         )

@@ -61,6 +61,9 @@ class TrainingOptions:
       init: ``"unit"`` rescales the fresh parameters so every layer's output has unit
         RMS per irrep on the first batch (:mod:`efa_calc.train.initialisation`; needed for
         torsion-like many-body terms to be learnable); ``"e3x"`` keeps e3x's initialisers.
+      message_passing: the message-passing kernel, ``"native"``, ``"cuequivariance"`` or
+        ``None`` (the device's default; :func:`efa_calc.nn.tensor.resolve_message_passing`).
+        Same gradients either way; not saved with the model.
     """
 
     steps: int = 10000
@@ -77,10 +80,15 @@ class TrainingOptions:
     seed: int = 0
     num_devices: int = 1
     init: str = "unit"
+    message_passing: str | None = None  # (issue 24)
 
     def __post_init__(self):
         if self.init not in ("unit", "e3x"):
             raise ValueError(f"unknown init {self.init!r}; use 'unit' or 'e3x'")
+        if self.message_passing is not None:  # (issue 24)
+            from efa_calc.nn.tensor import check_message_passing
+
+            check_message_passing(self.message_passing)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -43,6 +43,7 @@ from efa_calc.nn.batch import Batch
 from efa_calc.nn.energy_model import energy_and_forces, init_params
 from efa_calc.nn.config import ModelConfig
 from efa_calc.train.config import TrainConfig, TrainingOptions
+from efa_calc.nn.tensor import resolve_message_passing
 from efa_calc.train.initialisation import rescale_to_unit_outputs
 
 __all__ = ["Trainer", "train"]
@@ -138,7 +139,8 @@ class Trainer:
         if len(self.train_sampler) == 0:
             raise ValueError("training split smaller than one batch")
         self.slots = self.train_sampler.slots
-        fns = _compiled_steps(config.model, self.slots, self.opts)
+        mp = resolve_message_passing(self.opts.message_passing, jax.devices()[0].platform)  # (issue 24)
+        fns = _compiled_steps(config.model.for_evaluation(message_passing=mp), self.slots, self.opts)
         self.schedule, self.optimizer = fns.schedule, fns.optimizer
         self._train_step, self._eval_totals = fns.train_step, fns.eval_totals
         self._data_sharding, self._replicated = fns.data_sharding, fns.replicated
@@ -195,6 +197,7 @@ class Trainer:
             saved = dict(meta["config"])
             for cfg in (src, saved):
                 cfg.get("training", {}).pop("steps", None)  # more steps may be asked for on resume
+                cfg.get("training", {}).pop("message_passing", None)  # same numbers with either kernel
             if saved != src:
                 raise ValueError(f"{self.workdir} holds a training state for a different config; use a new workdir")
             template = self._fresh_state()

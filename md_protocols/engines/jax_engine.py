@@ -63,7 +63,8 @@ class JaxEngine(Engine):
                              timestep_fs=self.dt_fs, temperature_K=self.temp, dtype=self.calc.dtype,
                              capacity=self.capacity, interval=self.interval,
                              envelope=ckpt.envelope if self.guard != "off" else None,
-                             max_length=self.calc.max_length, guards=GUARDS)
+                             max_length=self.calc.max_length, guards=GUARDS,
+                             message_passing=self.calc.potentials[0].config.message_passing)
         with jax.enable_x64(md.x64):
             keys = np.stack([np.asarray(jax.random.fold_in(jax.random.PRNGKey(self.seed), r), np.uint32)
                              for r in range(self.replicas)])
