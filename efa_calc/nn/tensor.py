@@ -28,7 +28,6 @@ merges the identical computations), and structurally zero CG entries are never m
 from __future__ import annotations
 
 import functools
-import itertools
 from typing import Callable, NamedTuple, Optional
 
 import e3x
@@ -37,6 +36,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, Integer
+
+from efa_calc.nn.coupling import block, coupling_paths, coupling_table, max_degree
 
 __all__ = ["EdgeBasis", "edge_basis", "MessagePass", "messages", "aggregate_messages", "coupling_table", "coupling_paths",
            "MESSAGE_PASSING", "GPU_MESSAGE_PASSING", "check_message_passing", "resolve_message_passing"]
@@ -109,59 +110,6 @@ def edge_basis(
     return EdgeBasis(radial.astype(displacements.dtype), angular.astype(displacements.dtype))
 
 
-@functools.lru_cache(maxsize=None)
-def _clebsch_gordan(l1: int, l2: int, l3: int) -> np.ndarray:
-    """Dense e3x CG tensor ((l1+1)², (l2+1)², (l3+1)²) in float64 (Cartesian order)."""
-    with jax.enable_x64(True), jax.ensure_compile_time_eval():
-        return np.asarray(e3x.so3.clebsch_gordan(l1, l2, l3, cartesian_order=True), np.float64)
-
-
-def _irreps(num_parity: int, max_degree: int) -> list[tuple[int, int, int]]:
-    """(parity slot, degree, parity bit) for every irrep block (e3x's convention)."""
-    if num_parity == 2:
-        return [(0, l, 0) for l in range(max_degree + 1)] + [(1, l, 1) for l in range(max_degree + 1)]
-    return [(0, l, l % 2) for l in range(max_degree + 1)]
-
-
-def _block(l: int) -> slice:
-    return slice(l * l, (l + 1) ** 2)
-
-
-class Path(NamedTuple):
-    """One coupling path (0, ℓ₁) ⊗ (q, ℓ₂) → (r, ℓ₃)."""
-
-    l1: int
-    q: int
-    l2: int
-    r: int
-    l3: int
-
-
-@functools.lru_cache(maxsize=None)
-def coupling_paths(l1max: int, p2n: int, l2max: int, p3n: int, l3max: int) -> tuple[Path, ...]:
-    """The allowed paths with a non-zero CG block (filter: one parity slot, parity ℓ₁ mod 2)."""
-    cg = _clebsch_gordan(l1max, l2max, l3max)
-    paths = []
-    for (_, a, d1), (q, b, d2), (r, c, d3) in itertools.product(
-        _irreps(1, l1max), _irreps(p2n, l2max), _irreps(p3n, l3max)
-    ):
-        if (d1 + d2) % 2 != d3 or not abs(a - b) <= c <= a + b:
-            continue
-        if np.any(cg[_block(a), _block(b), _block(c)]):
-            paths.append(Path(a, q, b, r, c))
-    return tuple(paths)
-
-
-def coupling_table(angular: Float[Array, "E D1"], l1: int, l2: int, l3: int) -> Float[Array, "E D2 D3"]:
-    """T_e[c₂, c₃] = Σ_{c₁} C^{ℓ₁ℓ₂ℓ₃}[c₁,c₂,c₃] Y_{c₁}(r̂_e): shape (E, 2ℓ₂+1, 2ℓ₃+1) (geometry only)."""
-    cg = _clebsch_gordan(l1, l2, l3)[_block(l1), _block(l2), _block(l3)]
-    return jnp.einsum("ei,ijk->ejk", angular[:, _block(l1)], jnp.asarray(cg, angular.dtype))
-
-
-def _max_degree(size: int) -> int:
-    return int(round(np.sqrt(size))) - 1
-
-
 class _Kernel(nn.Module):
     """One parameter ``kernel`` of a fixed shape (keeps e3x's parameter paths)."""
 
@@ -209,15 +157,15 @@ def messages(
       filter_weights: V (L_b+1, K, F); kernel: the path weights W.
       p3n, l3max: output parity slots and degree.
     """
-    p2n, l2max, features = x.shape[-3], _max_degree(x.shape[-2]), x.shape[-1]
-    l1max = _max_degree(angular.shape[-1])
+    p2n, l2max, features = x.shape[-3], max_degree(x.shape[-2]), x.shape[-1]
+    l1max = max_degree(angular.shape[-1])
     dtype = x.dtype
     rho = jnp.einsum("ek,lkf->elf", radial, filter_weights)  # (E, L₁+1, F)
     paths = coupling_paths(l1max, p2n, l2max, p3n, l3max)
     blocks: dict[int, Array] = {}  # ℓ₃ → (E, P₃, 2ℓ₃+1, F)
     for b in range(l2max + 1):
         # Slice before the gather: the backward pass then pads an (N, …) array, not (E, …).
-        x_b = x[:, :, _block(b), :]
+        x_b = x[:, :, block(b), :]
         x_b = x_b if src_idx is None else x_b[src_idx]  # (E, P, 2b+1, F)
         for c in range(l3max + 1):
             here = [p for p in paths if (p.l2, p.l3) == (b, c)]
@@ -390,8 +338,8 @@ class MessagePass(nn.Module):
         edge_gate: Optional[Float[Array, "E"]] = None,
     ) -> Float[Array, "N P3 D3 F"]:
         features = inputs.shape[-1]
-        p2n, l2max = inputs.shape[-3], _max_degree(inputs.shape[-2])
-        l1max = _max_degree(basis.angular.shape[-1])
+        p2n, l2max = inputs.shape[-3], max_degree(inputs.shape[-2])
+        l1max = max_degree(basis.angular.shape[-1])
         l3max = max(l1max, l2max) if self.max_degree is None else self.max_degree
         if l3max > l1max + l2max:
             raise ValueError(f"max_degree can be at most {l1max + l2max}, got {l3max}")

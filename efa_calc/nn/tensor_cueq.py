@@ -39,7 +39,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, Integer
 
-from efa_calc.nn.tensor import _block, _clebsch_gordan, _max_degree, coupling_paths
+from efa_calc.nn.coupling import block, clebsch_gordan, coupling_paths, max_degree
 
 __all__ = ["kernel_method", "message_polynomial", "cueq_messages"]
 
@@ -64,7 +64,7 @@ def message_polynomial(l1max: int, p2n: int, l2max: int, p3n: int, l3max: int, f
     y_seg = {a: d.add_segment(2, (2 * a + 1,)) for a in range(l1max + 1)}
     o_seg = {(r, c): d.add_segment(3, (2 * c + 1, features)) for r in range(p3n) for c in range(l3max + 1)}
     for k, p in enumerate(paths):
-        cg = _clebsch_gordan(p.l1, p.l2, p.l3)[_block(p.l1), _block(p.l2), _block(p.l3)]  # [j, i, k]
+        cg = clebsch_gordan(p.l1, p.l2, p.l3)[block(p.l1), block(p.l2), block(p.l3)]  # [j, i, k]
         d.add_path(k, x_seg[p.q, p.l2], y_seg[p.l1], o_seg[p.r, p.l3], c=np.transpose(cg, (1, 0, 2)))
     return cue.SegmentedPolynomial.eval_last_operand(d)
 
@@ -100,8 +100,8 @@ def cueq_messages(
 
     ``src_idx`` None: ``x`` already holds the source features of every edge (E, P, D, F).
     """
-    p2n, l2max, features = x.shape[-3], _max_degree(x.shape[-2]), x.shape[-1]
-    l1max = _max_degree(angular.shape[-1])
+    p2n, l2max, features = x.shape[-3], max_degree(x.shape[-2]), x.shape[-1]
+    l1max = max_degree(angular.shape[-1])
     poly = message_polynomial(l1max, p2n, l2max, p3n, l3max, features)
     w = _path_weights(radial, filter_weights, kernel, gate, coupling_paths(l1max, p2n, l2max, p3n, l3max))
     rows = radial.shape[0] if dst_idx is None else num_segments
