@@ -73,7 +73,7 @@ def run_dynamics(ctx: RunContext, atoms, calc, ensemble: str, *, write_every: in
 
     name = ctx.settings.get("engine", "ase")
     replicas = int(ctx.settings.get("replicas", 1))
-    check_engine(name, ensemble, ctx.settings.get("thermostat", "langevin"), replicas)
+    check_engine(name, ensemble, ctx.settings.get("thermostat", "langevin"), replicas, bool(atoms.pbc.any()))
     state_file = ctx.path("state.json")
     if ctx.resume and state_file.exists():
         saved = json.loads(state_file.read_text())
