@@ -85,6 +85,13 @@ SETTINGS: dict[str, Setting] = {
     "guard": Setting(str, "when a structure leaves the model's training envelope: error (the run stops, "
                           "resumably), warn and go on, or off (no check); the calculator's guard values",
                      choices=("error", "warn", "off")),
+    "pressure_bar": Setting(float, "NPT target pressure (1 atm = 1.01325 bar)", "bar", -100_000, 10_000_000),
+    "barostat": Setting(str, "NPT barostat: isotropic (ASE IsotropicMTKNPT, the cell scaled uniformly) or "
+                             "anisotropic (ASE MTKNPT, all nine cell components)", choices=("isotropic", "anisotropic")),
+    "tdamp_fs": Setting(float, "NPT thermostat time constant (Nosé–Hoover chain)", "fs", 0, 1e7, lo_open=True),
+    "pdamp_fs": Setting(float, "NPT barostat time constant (MTK cell chain; ~1000 time steps)", "fs", 0, 1e8,
+                        lo_open=True),
+    "relax_cell": Setting(bool, "optimise the cell too (ASE FrechetCellFilter; periodic structures only)"),
     "fmax": Setting(float, "force convergence threshold", "eV/Å", 0, 100, lo_open=True),
     "max_steps": Setting(int, "largest number of optimiser steps", "", 1, 10_000_000),
     "optimizer": Setting(str, "ASE optimiser", choices=("BFGS", "LBFGS", "FIRE", "bfgs", "lbfgs", "fire")),
@@ -107,7 +114,8 @@ SETTINGS: dict[str, Setting] = {
 }
 
 #: Command-line spellings of settings whose option name differs from the key.
-_OPTION_NAMES = {"timestep_fs": "timestep", "temperature_K": "temperature"}
+_OPTION_NAMES = {"timestep_fs": "timestep", "temperature_K": "temperature", "pressure_bar": "pressure",
+                 "tdamp_fs": "tdamp", "pdamp_fs": "pdamp", "isolated_energy_eV": "isolated-energy"}
 
 
 def option_name(key: str) -> str:
@@ -232,6 +240,9 @@ def validate_settings(module, settings: dict) -> dict:
                                f"model {out['model']!r} is for isolated molecules (only a local model trained on "
                                "periodic data evaluates cells): write it without periodic boundaries or choose such "
                                "a model")
+        if out.get("relax_cell") and not atoms.pbc.all():
+            raise SettingError(f"--relax-cell = true: the structure {str(path)!r} has no cell periodic in all three "
+                               f"directions (pbc={atoms.pbc.tolist()}); allowed: --relax-cell false")
         if getattr(module, "ENSEMBLE", None) == "npt" and not atoms.pbc.all():
             raise SettingError(f"--structure = {str(path)!r}: NPT needs a cell periodic in all three directions "
                                f"(pbc={atoms.pbc.tolist()}); write the structure with a cell and pbc=True")

@@ -67,3 +67,173 @@ def test_periodic_nvt_keeps_the_cell_and_resumes_exactly(tmp_path, argon, thermo
     rows = _log(tmp_path / "one" / "log.csv")
     mass = start.get_masses().sum() * units._amu * 1e3  # g
     assert float(rows[3]["density_g_cm3"]) == pytest.approx(mass / (start.get_volume() * 1e-24), rel=1e-7)
+
+
+def _npt(argon, **kw):
+    return dict(argon, temperature_K=90.0, pressure_bar=300.0, pdamp_fs=200.0, **kw)
+
+
+@pytest.mark.parametrize("barostat", ["isotropic", "anisotropic"])
+def test_npt_resumes_exactly_and_conserves_the_mtk_energy(tmp_path, argon, barostat):
+    """An interrupted run resumed equals the uninterrupted one byte for byte (the barostat's
+    chain, strain and cell momenta are in the state); the MTK conserved quantity stays
+    constant while the volume and the total energy move."""
+    kw = _npt(argon, barostat=barostat)
+    execute(protocols()["npt"], tmp_path / "one", steps=40, **kw)
+    execute(protocols()["npt"], tmp_path / "two", steps=13, **kw)
+    execute(protocols()["npt"], tmp_path / "two", steps=40, resume=True, **kw)
+    for name in ("log.csv", "trajectory.extxyz"):
+        assert (tmp_path / "one" / name).read_text() == (tmp_path / "two" / name).read_text(), name
+    rows = _log(tmp_path / "one" / "log.csv")
+    assert list(rows[0]) == ["step", "time_fs", "epot_eV", "ekin_eV", "etot_eV", "temperature_K", "econs_eV",
+                             "volume_A3", "density_g_cm3", "pressure_bar"]
+    col = {k: np.array([float(r[k]) for r in rows]) for k in rows[0]}
+    assert np.ptp(col["volume_A3"]) > 0.1  # the cell moves (A^3)
+    assert np.ptp(col["econs_eV"]) < 1e-3 * np.ptp(col["etot_eV"])
+    frames = read(tmp_path / "one" / "trajectory.extxyz", ":")
+    assert np.allclose([f.get_volume() for f in frames], col["volume_A3"], rtol=1e-7)
+    if barostat == "isotropic":  # the cell keeps its shape: every frame is the start scaled
+        h0 = frames[0].cell.array
+        assert all(np.allclose(f.cell.array / f.cell.array[0, 0], h0 / h0[0, 0], atol=1e-12) for f in frames)
+
+
+def test_npt_pressure_column_is_the_virial_pressure_of_the_frame(tmp_path, argon):
+    """pressure_bar of a logged step equals −tr(σ)/3 of ASE's stress with the ideal-gas
+    term (get_stress(include_ideal_gas=True)) evaluated afresh on the written frame."""
+    from efa_calc import EFACalculator
+
+    s = execute(protocols()["npt"], tmp_path / "p", steps=6, isolated_energy_eV=0.05, molecule_atoms=1,
+                **_npt(argon))
+    frame = read(tmp_path / "p" / "trajectory.extxyz", index=5)
+    row = _log(tmp_path / "p" / "log.csv")[5]
+    atoms = frame.copy()
+    atoms.set_momenta(frame.get_momenta())
+    atoms.calc = EFACalculator(argon["model"], dtype="float64", guard="off")
+    p = -np.trace(atoms.get_stress(voigt=False, include_ideal_gas=True)) / 3 / units.bar
+    assert float(row["pressure_bar"]) == pytest.approx(p, rel=1e-6)
+    res = s["results"]
+    n = len(frame)
+    epot = np.mean([float(r["epot_eV"]) for r in _log(tmp_path / "p" / "log.csv")[1:]])
+    assert res["mean_epot_eV_per_atom"] == pytest.approx(epot / n, rel=1e-9)
+    dh = 0.05 - epot / n + units.kB * 90.0  # eV per atom ("molecule" of one atom)
+    assert res["heat_of_vaporization_kJ_mol"] == pytest.approx(dh * 96.485332, rel=1e-6)
+    assert s["plots"] == ["dynamics.png", "volume.png"]
+
+
+def test_killed_npt_run_resumes_exactly(tmp_path, argon):
+    """SIGKILL mid-run, --resume: the log and trajectory equal an uninterrupted run's."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    steps = 300
+    out = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "md_protocols.cli", "run", "npt", "--structure", argon["structure"], "--model",
+           argon["model"], "--dtype", "float64", "--temperature", "90", "--pressure", "300", "--pdamp", "1000",
+           "--steps", str(steps), "--out", str(out), "--quiet"]
+    proc = subprocess.Popen(cmd, cwd=repo, start_new_session=True)
+    log = out / "log.csv"
+    deadline = time.time() + 600
+    while time.time() < deadline and proc.poll() is None:
+        if log.exists() and len(log.read_text().splitlines()) > 80:
+            break
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert 80 < len(_log(log)) < steps + 1, "the run was not killed mid-way"
+    r = subprocess.run(cmd + ["--resume"], cwd=repo, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    execute(protocols()["npt"], tmp_path / "whole", steps=steps, **{**_npt(argon), "pdamp_fs": 1000.0})
+    for name in ("log.csv", "trajectory.extxyz"):
+        assert (out / name).read_text() == (tmp_path / "whole" / name).read_text(), name
+    assert [int(x["step"]) for x in _log(log)] == list(range(steps + 1))
+
+
+def test_box_guard_stops_an_expanding_gas_resumably(tmp_path, argon):
+    """Four weakly bound atoms at 300 bar and 90 K are a near-ideal gas whose volume swings
+    past 2 × the start: the box guard stops the run at the first step outside, keeping
+    every frame before it, with the state at the last good step."""
+    s = execute(protocols()["npt"], tmp_path / "g", steps=400, **_npt(argon))
+    rows = _log(tmp_path / "g" / "log.csv")
+    v0, last = float(rows[0]["volume_A3"]), int(rows[-1]["step"])
+    assert s["status"].startswith("stopped: the cell volume") and "[0.5, 2]" in s["status"]
+    assert f"at step {last + 1}" in s["status"] and last < 400
+    assert all(0.5 * v0 <= float(r["volume_A3"]) <= 2 * v0 for r in rows)
+    assert json.loads((tmp_path / "g" / "state.json").read_text())["step"] == last
+    assert len(read(tmp_path / "g" / "trajectory.extxyz", ":")) == last + 1
+
+
+@pytest.mark.parametrize("change, match", [
+    ({"pdamp_fs": 0.0}, "--pdamp"), ({"tdamp_fs": -5.0}, "--tdamp"), ({"timestep_fs": 0.0}, "--timestep"),
+    ({"barostat": "flexible"}, "--barostat"), ({"engine": "jax"}, "--engine ase"),
+    ({"nonperiodic": True}, "periodic in all three directions"),
+])
+def test_bad_npt_input_is_refused_before_any_work(tmp_path, argon, change, match):
+    kw = _npt(argon)
+    if change.pop("nonperiodic", False):
+        atoms = read(argon["structure"])
+        atoms.pbc = (True, True, False)
+        write(tmp_path / "slab.extxyz", atoms)
+        kw["structure"] = str(tmp_path / "slab.extxyz")
+    with pytest.raises(SettingError, match=match):
+        execute(protocols()["npt"], tmp_path / "x", steps=3, **{**kw, **change})
+    assert not (tmp_path / "x").exists()
+
+
+def test_run_dynamics_refuses_npt_without_a_cell_or_damping(tmp_path, argon):
+    from efa_calc import EFACalculator
+    from md_protocols.common import RunContext
+    from md_protocols.dynamics import run_dynamics
+
+    ctx = RunContext("npt", {"steps": 2, "timestep_fs": 1.0, "temperature_K": 90.0, "seed": 0}, tmp_path)
+    calc = EFACalculator(argon["model"], dtype="float64")
+    npt = {"pressure_bar": 1.0, "tdamp_fs": 100.0, "pdamp_fs": 0.0, "barostat": "isotropic"}
+    with pytest.raises(SettingError, match="pdamp_fs"):
+        run_dynamics(ctx, read(argon["structure"]), calc, "npt", npt=npt)
+    molecule = read(argon["structure"])
+    molecule.pbc = False
+    with pytest.raises(SettingError, match="periodic in all three"):
+        run_dynamics(ctx, molecule, calc, "npt", npt={**npt, "pdamp_fs": 1000.0})
+
+
+def test_jax_engine_refuses_periodic_nvt_naming_the_ase_engine(tmp_path, argon):
+    pytest.importorskip("jax_md")
+    with pytest.raises(SettingError, match="periodic structures yet; use --engine ase"):
+        execute(protocols()["nvt"], tmp_path / "x", steps=3, engine="jax", **argon)
+
+
+def test_optimize_relax_cell_reaches_zero_stress(tmp_path, argon):
+    """FrechetCellFilter: the relaxed cell's stress × volume is below fmax (eV)."""
+    atoms = argon_box(repeat=1, a=4.2)  # compressed: the random model pushes the cell out or in
+    write(tmp_path / "c.extxyz", atoms)
+    s = execute(protocols()["optimize"], tmp_path / "o", **{**argon, "structure": str(tmp_path / "c.extxyz")},
+                relax_cell=True, fmax=1e-3, max_steps=300)
+    res = s["results"]
+    assert res["converged"]
+    assert np.abs(np.array(res["stress_eV_A3"])).max() * res["volume_A3"] < 1e-3 * 1.01
+    assert res["volume_A3"] != pytest.approx(atoms.get_volume(), rel=1e-3)
+    with pytest.raises(SettingError, match="--relax-cell"):
+        molecule = atoms.copy()
+        molecule.pbc = False
+        write(tmp_path / "m.xyz", molecule)
+        execute(protocols()["optimize"], tmp_path / "m", **{**argon, "structure": str(tmp_path / "m.xyz")},
+                relax_cell=True)
+
+
+def test_a_state_json_one_checkpoint_behind_does_not_mix_steps(tmp_path):
+    """A kill between the npz and the json write leaves state.json one checkpoint behind;
+    the fields (step, RNG, thermostat) come from the npz, so they match its arrays."""
+    from md_protocols.engines.outputs import load_state, save_state
+
+    numbers = np.array([18, 18])
+    save_state(tmp_path, {"positions": np.zeros((2, 3)), "numbers": numbers}, {"step": 50, "thermostat": {"eta": [1.0]}})
+    behind = (tmp_path / "state.json").read_text()
+    save_state(tmp_path, {"positions": np.ones((2, 3)), "numbers": numbers}, {"step": 100, "thermostat": {"eta": [2.0]}})
+    (tmp_path / "state.json").write_text(behind)
+    fields, arrays = load_state(tmp_path, numbers)
+    assert fields["step"] == 100 and fields["thermostat"] == {"eta": [2.0]} and arrays["positions"][0, 0] == 1.0
+    assert "_fields" not in arrays

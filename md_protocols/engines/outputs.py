@@ -104,14 +104,19 @@ def append_frames(path: Path, symbols, positions, momenta, forces, energies, ste
 
 
 def save_state(out: Path, arrays: dict, fields: dict, units: dict | None = None) -> None:
-    """Write ``state.npz`` (``arrays``) and ``state.json`` (``fields`` + ``units``) in
-    ``out``, each atomically (the npz first: a state.json always has its arrays)."""
-    from md_protocols.common import write_json
+    """Write ``state.npz`` (``arrays``, and the fields as JSON text in ``_fields``) and
+    ``state.json`` (``fields`` + ``units``, for people and tools) in ``out``, each atomically.
 
+    The npz alone is the state: a run killed between the two writes leaves a state.json one
+    checkpoint behind the npz, and :func:`load_state` reads the fields from the npz, so the
+    arrays and the fields (step, RNG, thermostat) always belong together."""
+    from md_protocols.common import _default, write_json
+
+    doc = {**fields, "units": {**STATE_UNITS, **(units or {})}}
     buf = io.BytesIO()
-    np.savez(buf, **arrays)
+    np.savez(buf, **arrays, _fields=np.array(json.dumps(doc, default=_default)))
     atomic_write(out / "state.npz", buf.getvalue(), fsync=False)
-    write_json(out / "state.json", {**fields, "units": {**STATE_UNITS, **(units or {})}})
+    write_json(out / "state.json", doc)
 
 
 def load_state(out: Path, numbers) -> tuple[dict, dict]:
@@ -120,9 +125,10 @@ def load_state(out: Path, numbers) -> tuple[dict, dict]:
     Raises:
       ValueError: the state belongs to another system (other atomic numbers).
     """
-    fields = json.loads((out / "state.json").read_text())
     with np.load(out / "state.npz") as z:
         if not np.array_equal(z["numbers"], numbers):
             raise ValueError("the saved state belongs to a different system")
-        arrays = {k: z[k] for k in z.files}
+        arrays = {k: z[k] for k in z.files if k != "_fields"}
+        # states written before the fields moved into the npz: state.json
+        fields = json.loads(str(z["_fields"]) if "_fields" in z.files else (out / "state.json").read_text())
     return fields, arrays
