@@ -21,8 +21,11 @@ vaporization per molecule
 
     ΔH_vap = E_gas − ⟨E_liq⟩ / n_mol + R T,   n_mol = N_atoms / molecule_atoms,
 
-(eV and kJ/mol; ideal gas, the liquid's p⟨V⟩ neglected).  Plot: ``volume.png`` (volume and
-density against time).
+(eV and kJ/mol; ideal gas, the liquid's P⟨V⟩ neglected: it is reported separately as
+``pv_per_molecule_kJ_mol`` = P⟨V⟩/n_mol with P the target pressure, to subtract for
+ΔH_vap = E_gas − ⟨E_liq⟩/n_mol + RT − P⟨V⟩/n_mol as in
+``benchmarks/results/lammps_argon_npt.json``).  Plot: ``volume.png`` (volume and density
+against time).
 """
 
 from __future__ import annotations
@@ -52,7 +55,7 @@ EV_IN_KJ_MOL = units.mol / units.kJ
 
 
 def npt_summary(rows: list[dict], num_atoms: int, temperature_K: float, equilibration_steps: int = 0,
-                isolated_energy_eV: float | None = None, molecule_atoms: int = 1) -> dict:
+                isolated_energy_eV: float | None = None, molecule_atoms: int = 1, pressure_bar: float = 0.0) -> dict:
     """The NPT results from ``log.csv`` rows (see the module docstring; units in the keys)."""
     from efa_calc.timeseries import mean_and_standard_error
 
@@ -72,7 +75,8 @@ def npt_summary(rows: list[dict], num_atoms: int, temperature_K: float, equilibr
         n_mol = num_atoms / molecule_atoms
         dh = isolated_energy_eV - res["mean_epot_eV"] / n_mol + units.kB * temperature_K
         res.update(heat_of_vaporization_eV=dh, heat_of_vaporization_kJ_mol=dh * EV_IN_KJ_MOL,
-                   se_heat_of_vaporization_kJ_mol=res["se_epot_eV"] / n_mol * EV_IN_KJ_MOL)
+                   se_heat_of_vaporization_kJ_mol=res["se_epot_eV"] / n_mol * EV_IN_KJ_MOL,
+                   pv_per_molecule_kJ_mol=pressure_bar * units.bar * res["mean_volume_A3"] / n_mol * EV_IN_KJ_MOL)
     return res
 
 
@@ -101,5 +105,5 @@ def run(ctx):
         rows = list(csv.DictReader(f))
     plot_volume(ctx, rows)
     results.update(npt_summary(rows, len(atoms), ctx["temperature_K"], ctx["equilibration_steps"],
-                               ctx["isolated_energy_eV"], ctx["molecule_atoms"]))
+                               ctx["isolated_energy_eV"], ctx["molecule_atoms"], ctx["pressure_bar"]))
     return results
