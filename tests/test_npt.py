@@ -237,3 +237,30 @@ def test_a_state_json_one_checkpoint_behind_does_not_mix_steps(tmp_path):
     fields, arrays = load_state(tmp_path, numbers)
     assert fields["step"] == 100 and fields["thermostat"] == {"eta": [2.0]} and arrays["positions"][0, 0] == 1.0
     assert "_fields" not in arrays
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("pressure_bar", [200.0, 600.0])
+def test_npt_of_a_dilute_gas_gives_its_analytic_mean_volume(tmp_path, pressure_bar):
+    """The ASE engine's NPT of 32 atoms of a dilute, weak Lennard-Jones gas (σ = 1 Å,
+    ε = 5 meV: a second virial coefficient of ~2 Å³ per atom against ~60–200 Å³ per atom)
+    samples exp(−β(H + PV)), whose mean volume is the ideal gas's ⟨V⟩ = (N + 1) k_B T / P
+    to within 3 %; higher pressure, smaller box.  Tolerance 12 % (about four standard
+    errors of ~30 barostat periods)."""
+    from ase.calculators.lj import LennardJones
+
+    from md_protocols.common import RunContext
+    from md_protocols.dynamics import run_dynamics
+
+    n, temperature = 32, 90.0
+    expected = (n + 1) * units.kB * temperature / (pressure_bar * units.bar)  # Å^3
+    atoms = argon_box(repeat=2, a=(expected / 8) ** (1 / 3))
+    calc = LennardJones(sigma=1.0, epsilon=0.005, rc=3.0, smooth=True)
+    calc.parameters["strict"], calc.max_length = True, np.inf  # what the engine asks of a calculator
+    settings = {"steps": 3000, "timestep_fs": 2.0, "temperature_K": temperature, "seed": 1, "guard": "off"}
+    ctx = RunContext("npt", settings, tmp_path, progress=False)
+    npt = {"pressure_bar": pressure_bar, "tdamp_fs": 100.0, "pdamp_fs": 200.0, "barostat": "isotropic"}
+    run_dynamics(ctx, atoms, calc, "npt", npt=npt, write_every=100)
+    assert ctx.status == "completed"
+    volumes = [float(r["volume_A3"]) for r in _log(tmp_path / "log.csv")[500:]]
+    assert np.mean(volumes) == pytest.approx(expected, rel=0.12)
