@@ -1,5 +1,5 @@
 """Ready-to-run protocols for the cumulene and SN2 charge-transfer systems, and generic ones
-(``nve``, ``nvt``, ``optimize``, ``vibrations``, ``torsion-scan``) for any structure given with
+(``nve``, ``nvt``, ``npt``, ``optimize``, ``vibrations``, ``torsion-scan``) for any structure given with
 ``--structure FILE`` (``efa-md``).
 
 Each protocol is a short module (copy one to adapt it to your molecule) with ``NAME``,
@@ -25,6 +25,7 @@ _MODULES = [
     "sn2_neb",
     "nve",
     "nvt",
+    "npt",
     "optimize",
     "vibrations",
     "torsion_scan",

@@ -36,12 +36,28 @@ from md_protocols.engines.outputs import LOG_COLUMNS, append_frames, truncate_ou
 from md_protocols.engines.results import nve_drift
 from md_protocols.settings import SettingError, check_engine
 
-__all__ = ["run_dynamics", "initial_velocities", "nve_drift", "ENGINE_DEFAULTS", "append_frames",
+__all__ = ["run_dynamics", "check_npt", "initial_velocities", "nve_drift", "ENGINE_DEFAULTS", "append_frames",
            "truncate_outputs", "write_log", "check_engine", "LOG_COLUMNS"]
 
 #: The engine settings every dynamics protocol takes (``--engine``, ``--replicas``,
 #: ``--message-passing``).
 ENGINE_DEFAULTS = {"engine": "ase", "replicas": 1, "message_passing": "auto"}
+
+
+def check_npt(atoms, npt) -> None:
+    """Raise :class:`SettingError` for NPT of ``atoms`` without a cell periodic in all three
+    directions, or ``npt`` settings missing or out of range (damping times > 0 fs)."""
+    if not atoms.pbc.all() or atoms.cell.volume <= 0:
+        raise SettingError(f"NPT needs a cell periodic in all three directions with a positive volume "
+                           f"(pbc={atoms.pbc.tolist()}, volume {atoms.cell.volume:g} Å³)")
+    need = {"pressure_bar", "tdamp_fs", "pdamp_fs", "barostat"}
+    if not isinstance(npt, dict) or not need <= set(npt):
+        raise SettingError(f"NPT needs npt={{{', '.join(sorted(need))}}}; got {npt!r}")
+    for key in ("tdamp_fs", "pdamp_fs"):
+        if not float(npt[key]) > 0:
+            raise SettingError(f"{key} = {npt[key]!r}: allowed: a number > 0 fs")
+    if npt["barostat"] not in ("isotropic", "anisotropic"):
+        raise SettingError(f"barostat = {npt['barostat']!r}; allowed: isotropic, anisotropic")
 
 
 def run_dynamics(ctx: RunContext, atoms, calc, ensemble: str, *, write_every: int = 1, log_every: int = 1,
@@ -61,20 +77,27 @@ def run_dynamics(ctx: RunContext, atoms, calc, ensemble: str, *, write_every: in
 
     ``initial_velocities_fn(atoms, rng)`` replaces the default Maxwell–Boltzmann start
     (e.g. a collision velocity); it is not called when resuming.  ``engine_options`` go
-    to the engine (jax: ``chunk_steps``, ``capacity``).
+    to the engine (jax: ``chunk_steps``, ``capacity``; ASE NPT: ``npt`` =
+    {``pressure_bar`` bar, ``tdamp_fs`` fs, ``pdamp_fs`` fs, ``barostat``}).  ``ensemble``:
+    ``"nve"``, ``"nvt"`` or ``"npt"`` (a cell periodic in all three directions).
 
     Returns results for summary.json (final energies and temperature, NVE drift).
 
     Raises:
       SettingError: an engine that is not installed, a thermostat it does not offer,
-        replicas with the ASE engine, or resuming a run made by another engine or with
+        replicas with the ASE engine, NPT of a structure without a full periodic cell or
+        with bad barostat settings, or resuming a run made by another engine or with
         another number of replicas.
     """
     from md_protocols.engines import get_engine
 
     name = ctx.settings.get("engine", "ase")
     replicas = int(ctx.settings.get("replicas", 1))
-    check_engine(name, ensemble, ctx.settings.get("thermostat", "langevin"), replicas)
+    check_engine(name, ensemble, ctx.settings.get("thermostat", "langevin"), replicas, bool(atoms.pbc.any()))
+    if not float(ctx["timestep_fs"]) > 0:
+        raise SettingError(f"--timestep = {ctx['timestep_fs']!r}: allowed: a number > 0 fs")
+    if ensemble == "npt":
+        check_npt(atoms, engine_options.get("npt"))
     state_file = ctx.path("state.json")
     if ctx.resume and state_file.exists():
         saved = json.loads(state_file.read_text())

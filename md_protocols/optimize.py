@@ -1,6 +1,12 @@
 """Geometry optimisation of your own structure (``--structure FILE``) with ASE's BFGS, LBFGS
 or FIRE to ``fmax`` (eV/Å); the outputs of ``cumulene-optimize``.
 
+``--relax-cell true`` (a structure periodic in all three directions) optimises the cell
+too, with ASE's ``FrechetCellFilter`` (the cell's degrees of freedom as the log of the
+deformation gradient; ``fmax`` then also bounds the stress times the volume, eV, at zero
+external pressure); the results add the final cell (Å), volume (Å³) and stress (Voigt,
+eV/Å³, ASE's sign).
+
 :func:`run_optimization` is the shared implementation.
 """
 
@@ -10,7 +16,7 @@ from ase.io import write
 NAME = "optimize"
 DESCRIPTION = "optimise your structure (--structure FILE --model M) with BFGS/LBFGS/FIRE to fmax"
 DEFAULTS = {"structure": None, "model": None, "dtype": "float64", "optimizer": "BFGS", "fmax": 0.01,
-            "max_steps": 500}
+            "max_steps": 500, "relax_cell": False}
 
 
 def run_optimization(ctx, atoms, title: str) -> tuple[dict, object]:
@@ -29,7 +35,14 @@ def run_optimization(ctx, atoms, title: str) -> tuple[dict, object]:
         energies.append(atoms.get_potential_energy())
         fmaxes.append(float(np.linalg.norm(atoms.get_forces(), axis=1).max()))
 
-    opt = opt_cls(atoms, logfile=str(ctx.path("optimizer.log")), trajectory=None)
+    relax_cell = bool(ctx.settings.get("relax_cell", False))
+    if relax_cell:
+        from ase.filters import FrechetCellFilter
+
+        target = FrechetCellFilter(atoms)
+    else:
+        target = atoms
+    opt = opt_cls(target, logfile=str(ctx.path("optimizer.log")), trajectory=None)
     opt.attach(observe)
     converged = bool(opt.run(fmax=float(ctx["fmax"]), steps=int(ctx["max_steps"])))
     write(ctx.path("optimized.extxyz"), atoms, format="extxyz")
@@ -45,8 +58,12 @@ def run_optimization(ctx, atoms, title: str) -> tuple[dict, object]:
     if not converged:
         ctx.status = f"stopped: not converged to fmax {ctx['fmax']} eV/Å in {ctx['max_steps']} steps"
     ext = atoms.calc.results.get("extrapolation", {})
-    return {"converged": converged, "energy_eV": float(energies[-1]), "max_force_eV_A": fmaxes[-1],
-            "steps": int(opt.nsteps), "extrapolation": ext}, atoms
+    res = {"converged": converged, "energy_eV": float(energies[-1]), "max_force_eV_A": fmaxes[-1],
+           "steps": int(opt.nsteps), "extrapolation": ext}
+    if relax_cell:
+        res.update(cell_A=atoms.cell.array.tolist(), volume_A3=float(atoms.get_volume()),
+                   stress_eV_A3=atoms.get_stress().tolist())
+    return res, atoms
 
 
 def run(ctx):

@@ -88,6 +88,13 @@ SETTINGS: dict[str, Setting] = {
     "guard": Setting(str, "when a structure leaves the model's training envelope: error (the run stops, "
                           "resumably), warn and go on, or off (no check); the calculator's guard values",
                      choices=("error", "warn", "off")),
+    "pressure_bar": Setting(float, "NPT target pressure (1 atm = 1.01325 bar)", "bar", -100_000, 10_000_000),
+    "barostat": Setting(str, "NPT barostat: isotropic (ASE IsotropicMTKNPT, the cell scaled uniformly) or "
+                             "anisotropic (ASE MTKNPT, all nine cell components)", choices=("isotropic", "anisotropic")),
+    "tdamp_fs": Setting(float, "NPT thermostat time constant (Nosé–Hoover chain)", "fs", 0, 1e7, lo_open=True),
+    "pdamp_fs": Setting(float, "NPT barostat time constant (MTK cell chain; ~1000 time steps)", "fs", 0, 1e8,
+                        lo_open=True),
+    "relax_cell": Setting(bool, "optimise the cell too (ASE FrechetCellFilter; periodic structures only)"),
     "fmax": Setting(float, "force convergence threshold", "eV/Å", 0, 100, lo_open=True),
     "max_steps": Setting(int, "largest number of optimiser steps", "", 1, 10_000_000),
     "optimizer": Setting(str, "ASE optimiser", choices=("BFGS", "LBFGS", "FIRE", "bfgs", "lbfgs", "fire")),
@@ -110,7 +117,8 @@ SETTINGS: dict[str, Setting] = {
 }
 
 #: Command-line spellings of settings whose option name differs from the key.
-_OPTION_NAMES = {"timestep_fs": "timestep", "temperature_K": "temperature"}
+_OPTION_NAMES = {"timestep_fs": "timestep", "temperature_K": "temperature", "pressure_bar": "pressure",
+                 "tdamp_fs": "tdamp", "pdamp_fs": "pdamp", "isolated_energy_eV": "isolated-energy"}
 
 
 def option_name(key: str) -> str:
@@ -216,8 +224,9 @@ def validate_settings(module, settings: dict) -> dict:
         except CheckpointError as exc:
             raise SettingError(f"--model = {out['model']!r}: {exc}") from None
         species = set(ckpt.species)
+        model_periodic = bool(ckpt.periodic and ckpt.config.long_range is None)
     else:
-        species = None
+        species, model_periodic = None, False
     if out.get("structure") is not None:
         path = Path(out["structure"])
         if not path.is_file():
@@ -228,9 +237,18 @@ def validate_settings(module, settings: dict) -> dict:
             raise SettingError(f"--structure = {str(path)!r}: ase.io.read cannot read it ({exc})") from None
         if len(atoms) == 0:
             raise SettingError(f"--structure = {str(path)!r}: the structure has no atoms")
-        if atoms.pbc.any():
+        periodic = bool(atoms.pbc.any())
+        if periodic and not model_periodic:
             raise SettingError(f"--structure = {str(path)!r}: the structure is periodic (pbc={atoms.pbc.tolist()}); "
-                               "the models are for isolated molecules: write it without periodic boundaries")
+                               f"model {out['model']!r} is for isolated molecules (only a local model trained on "
+                               "periodic data evaluates cells): write it without periodic boundaries or choose such "
+                               "a model")
+        if out.get("relax_cell") and not atoms.pbc.all():
+            raise SettingError(f"--relax-cell = true: the structure {str(path)!r} has no cell periodic in all three "
+                               f"directions (pbc={atoms.pbc.tolist()}); allowed: --relax-cell false")
+        if getattr(module, "ENSEMBLE", None) == "npt" and not atoms.pbc.all():
+            raise SettingError(f"--structure = {str(path)!r}: NPT needs a cell periodic in all three directions "
+                               f"(pbc={atoms.pbc.tolist()}); write the structure with a cell and pbc=True")
         unknown = sorted(set(atoms.get_chemical_symbols()) - species) if species is not None else []
         if unknown:
             raise SettingError(f"--structure = {str(path)!r}: element(s) {', '.join(unknown)} unknown to model "
@@ -239,8 +257,10 @@ def validate_settings(module, settings: dict) -> dict:
             raise SettingError(f"--dihedral = {','.join(map(str, out['dihedral']))}: indices must be below the "
                                f"{len(atoms)} atoms of {path.name}")
     if "engine" in out:
-        ensemble = "nvt" if "thermostat" in out else "nve"
-        check_engine(out["engine"], ensemble, out.get("thermostat", "langevin"), int(out.get("replicas", 1)))
+        ensemble = getattr(module, "ENSEMBLE", None) or ("nvt" if "thermostat" in out else "nve")
+        periodic = out.get("structure") is not None and bool(read_structure(out["structure"]).pbc.any())
+        check_engine(out["engine"], ensemble, out.get("thermostat", "langevin"), int(out.get("replicas", 1)),
+                     periodic)
     if {"start_deg", "stop_deg"} <= set(out) and out["stop_deg"] < out["start_deg"]:
         raise SettingError(f"--stop-deg = {out['stop_deg']:g} is below --start-deg = {out['start_deg']:g}; "
                            "allowed: stop_deg ≥ start_deg")
@@ -284,8 +304,9 @@ def translate_legacy(overrides: dict) -> dict:
     return out
 
 
-def check_engine(name: str, ensemble: str, thermostat: str, replicas: int) -> None:
-    """Raise :class:`SettingError` for an engine/thermostat/replicas combination that cannot run."""
+def check_engine(name: str, ensemble: str, thermostat: str, replicas: int, periodic: bool = False) -> None:
+    """Raise :class:`SettingError` for an engine/ensemble/thermostat/replicas/periodic-cell
+    combination that cannot run."""
     from md_protocols.engines import ENGINES, unavailable
 
     if name not in ENGINES:
@@ -299,3 +320,7 @@ def check_engine(name: str, ensemble: str, thermostat: str, replicas: int) -> No
                            f"{', '.join(info.thermostats)}")
     if replicas > 1 and not info.replicas:
         raise SettingError(f"--replicas = {replicas}: the {name} engine runs one trajectory; use --engine jax")
+    if ensemble not in info.ensembles:
+        raise SettingError(f"--engine = {name!r} does not run {ensemble.upper()} yet; use --engine ase")
+    if periodic and not info.periodic:
+        raise SettingError(f"--engine = {name!r} does not run periodic structures yet; use --engine ase")

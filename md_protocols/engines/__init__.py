@@ -27,17 +27,21 @@ __all__ = ["EngineInfo", "ENGINES", "get_engine", "unavailable"]
 @dataclasses.dataclass(frozen=True)
 class EngineInfo:
     """What an engine offers: its module (holding the class ``ENGINE``), NVT thermostats,
-    whether it runs replicas, and the module it needs with the command that installs it."""
+    whether it runs replicas, its ensembles, whether it runs periodic cells, and the module
+    it needs with the command that installs it."""
 
     module: str
     thermostats: tuple
     replicas: bool = False
+    ensembles: tuple = ("nve", "nvt")
+    periodic: bool = False
     requires: str | None = None
     install: str = ""
 
 
 ENGINES = {
-    "ase": EngineInfo("md_protocols.engines.ase_engine", ("langevin", "bussi", "nose-hoover")),
+    "ase": EngineInfo("md_protocols.engines.ase_engine", ("langevin", "bussi", "nose-hoover"),
+                      ensembles=("nve", "nvt", "npt"), periodic=True),
     "jax": EngineInfo("md_protocols.engines.jax_engine", ("langevin", "nose-hoover"), replicas=True,
                       requires="jax_md", install="pip install 'efa-calc[md]'"),
 }

@@ -18,8 +18,13 @@
 3. **finish** — status, plot and results (:func:`~md_protocols.engines.results.finish`).
 
 Temperature guard: ``temperature_limit_factor`` × max(target, starting temperature, 1 K),
-at least 1000 K; force guard ``force_limit_eV_A`` (eV/Å).  Units: Å, fs, eV, eV/Å, K,
-amu·Å/ase_time.
+at least 1000 K; force guard ``force_limit_eV_A`` (eV/Å); NPT box guard: the volume outside
+[0.5, 2] × the starting volume (:data:`VOLUME_RANGE`; box collapse or explosion).  Units:
+Å, Å³, fs, eV, eV/Å, K, bar, g/cm³, amu·Å/ase_time.
+
+A periodic run (any ``atoms.pbc``) also writes the cell in every frame, logs
+``volume_A3``, ``density_g_cm3`` and ``pressure_bar`` (:mod:`~md_protocols.engines.cell`)
+and keeps the cell in the state; its records carry ``cell`` and ``stress``.
 
 An engine implements :meth:`begin`, :meth:`initial_records`, :meth:`start_temperature`,
 :meth:`advance` and :meth:`state` (and may override :meth:`prepare`, :attr:`conserved`,
@@ -39,19 +44,25 @@ from tqdm.auto import tqdm
 from efa_calc.envelope import PHYSICAL_MIN_DISTANCE_A
 from efa_calc.errors import InputError
 from md_protocols.engines.guards import GUARD_BY_NAME, stopping
-from md_protocols.engines.outputs import (LOG_COLUMNS, append_frames, append_rows, load_state, save_state,
+from md_protocols.engines.cell import density_g_cm3, pressure_bar, volume_A3
+from md_protocols.engines.outputs import (CELL_COLUMNS, LOG_COLUMNS, append_frames, append_rows, load_state, save_state,
                                           truncate_outputs, write_log)
 from md_protocols.engines.results import finish
 from md_protocols.settings import guard_mode
 
-__all__ = ["Engine", "Block", "initial_velocities"]
+__all__ = ["Engine", "Block", "initial_velocities", "VOLUME_RANGE"]
+
+#: the NPT box guard: the volume must stay within these multiples of the starting volume
+VOLUME_RANGE = (0.5, 2.0)
 
 
 def initial_velocities(atoms, temperature_K: float, rng: np.random.Generator) -> None:
-    """Maxwell–Boltzmann velocities at ``temperature_K`` (K) with zero total and angular momentum."""
+    """Maxwell–Boltzmann velocities at ``temperature_K`` (K) with zero total momentum and,
+    for an isolated structure, zero angular momentum (a periodic cell does not conserve it)."""
     MaxwellBoltzmannDistribution(atoms, temperature_K=temperature_K, rng=rng, force_temp=True)
     Stationary(atoms)
-    ZeroRotation(atoms)
+    if not atoms.pbc.any():
+        ZeroRotation(atoms)
 
 
 @dataclasses.dataclass
@@ -62,7 +73,8 @@ class Block:
       steps: (K,) step numbers of the records.
       records: (K, R, ...) arrays: ``positions`` Å, ``momenta`` amu·Å/ase_time, ``forces``
         eV/Å, ``epot``/``ekin`` (and ``econs`` if :attr:`Engine.conserved`) eV,
-        ``temperature`` K.
+        ``temperature`` K; periodic runs also ``cell`` (K, R, 3, 3) Å and ``stress``
+        (K, R, 6) Voigt eV/Å³ (ASE's sign).
       step: the last step kept.
       stop: ``None``, or {replica: (guard name, observables of the rejected step)}.
       seen: names of non-stopping guards that fired in the block (warned once).
@@ -92,11 +104,15 @@ class Engine(abc.ABC):
         self.write_every, self.log_every, self.checkpoint_every = int(write_every), int(log_every), int(checkpoint_every)
         self.t_factor, self.f_limit = temperature_limit_factor, force_limit_eV_A
         self.initial_velocities_fn = initial_velocities_fn
-        self.stop_names = stopping(self.guard, calc.parameters["strict"])
+        self.stop_names = stopping(self.guard, calc.parameters["strict"]) + (("box",) if ensemble == "npt" else ())
         self.options(**options)
         self.atoms = self.prepare(atoms.copy())
         self.atoms.calc = calc
         self.numbers, self.symbols, self.n = self.atoms.numbers.copy(), self.atoms.get_chemical_symbols(), len(atoms)
+        self.pbc = self.atoms.pbc.copy()
+        self.periodic = bool(self.pbc.any())
+        self.total_mass = float(self.atoms.get_masses().sum())
+        self.volume0 = float(self.atoms.get_volume()) if self.periodic else None
         self.folders = [ctx.out] if self.replicas == 1 else [ctx.out / f"replica_{r:03d}" for r in range(self.replicas)]
         self.rng = np.random.default_rng(self.seed)
         self.limits: dict = {}
@@ -147,6 +163,8 @@ class Engine(abc.ABC):
         if self.ctx.resume and self.ctx.path("state.json").exists():
             fields, arrays = load_state(self.ctx.out, self.numbers)
             start, saved = int(fields["step"]), (fields, arrays)
+            if self.periodic:
+                self.volume0 = float(fields["volume0_A3"])
             positions = arrays["positions"].reshape(self.replicas, self.n, 3)
             momenta = arrays["momenta"].reshape(self.replicas, self.n, 3)
             for folder in self.folders:
@@ -159,7 +177,7 @@ class Engine(abc.ABC):
             positions, momenta = self.starting_velocities()
             start, saved = 0, None
         self.begin(positions, momenta, saved)
-        self.columns = LOG_COLUMNS + (["econs_eV"] if self.conserved else [])
+        self.columns = LOG_COLUMNS + (["econs_eV"] if self.conserved else []) + (CELL_COLUMNS if self.periodic else [])
         for folder in self.folders:
             if not (folder / "log.csv").exists():
                 write_log(folder / "log.csv", [], self.columns)
@@ -169,6 +187,9 @@ class Engine(abc.ABC):
         self.limits = {"temperature_K": max(self.t_factor * max(self.temp, self.start_temperature(), 1.0), 1000.0),
                        "force_eV_A": self.f_limit, "max_length_A": self.calc.max_length,
                        "min_distance_A": PHYSICAL_MIN_DISTANCE_A}
+        if self.periodic:
+            self.limits.update(volume_min_A3=VOLUME_RANGE[0] * self.volume0, volume_max_A3=VOLUME_RANGE[1] * self.volume0,
+                               volume0_A3=self.volume0)
         stop_reason = self.loop(start)
         return finish(self.ctx, self.ensemble, self.folders, self.n, stop_reason, self.summary_extra())
 
@@ -225,12 +246,16 @@ class Engine(abc.ABC):
     def write(self, steps, recs: dict) -> None:
         """Append the frames (``write_every``) and log rows (``log_every``) of records at ``steps``."""
         times = steps * self.dt_fs
+        if self.periodic and len(steps):
+            vol = volume_A3(recs["cell"])
+            cell_cols = {"volume_A3": vol, "density_g_cm3": density_g_cm3(self.total_mass, vol),
+                         "pressure_bar": pressure_bar(recs["stress"], recs["ekin"], vol)}
         for r, folder in enumerate(self.folders):
             sel = np.flatnonzero(steps % self.write_every == 0)
             if len(sel):
                 append_frames(folder / "trajectory.extxyz", self.symbols, recs["positions"][sel, r],
                               recs["momenta"][sel, r], recs["forces"][sel, r], recs["epot"][sel, r], steps[sel],
-                              times[sel])
+                              times[sel], recs["cell"][sel, r] if self.periodic else None, self.pbc)
             rows = []
             for k in np.flatnonzero(steps % self.log_every == 0):
                 epot, ekin = float(recs["epot"][k, r]), float(recs["ekin"][k, r])
@@ -239,6 +264,8 @@ class Engine(abc.ABC):
                        "temperature_K": f"{float(recs['temperature'][k, r]):.4f}"}
                 if self.conserved:
                     row["econs_eV"] = f"{float(recs['econs'][k, r]):.8f}"
+                if self.periodic:
+                    row.update({key: f"{float(v[k, r]):.8g}" for key, v in cell_cols.items()})
                 rows.append(row)
             append_rows(folder / "log.csv", rows, self.columns)
 
@@ -247,5 +274,8 @@ class Engine(abc.ABC):
         arrays, fields, units = self.state()
         arrays = {"positions": arrays.pop("positions"), "momenta": arrays.pop("momenta"),
                   "numbers": np.asarray(self.numbers), **arrays}
+        if self.periodic:
+            fields = {**fields, "volume0_A3": self.volume0}
+            units = {**units, "cell": "Angstrom (rows a, b, c)", "volume0_A3": "Angstrom^3"}
         save_state(self.ctx.out, arrays,
                    {"step": step, "engine": self.NAME, **fields}, units)

@@ -10,9 +10,11 @@ only warn.
 
 Observables (per replica): ``temperature_K`` (K), ``fmax_eV_A`` (largest force component,
 eV/Å), ``extent_A`` / ``min_distance_A`` (largest / smallest interatomic distance, Å),
-``structure_outside_envelope`` / ``energy_outside_envelope`` (bool), ``epot`` (eV) and,
-for messages, ``detail`` (text).  Limits: ``temperature_K`` (K), ``force_eV_A`` (eV/Å),
-``max_length_A`` and ``min_distance_A`` (Å).
+``structure_outside_envelope`` / ``energy_outside_envelope`` (bool), ``epot`` (eV),
+``volume_A3`` (cell volume, Å³, periodic runs) and, for messages, ``detail`` (text).
+Limits: ``temperature_K`` (K), ``force_eV_A`` (eV/Å), ``max_length_A`` and
+``min_distance_A`` (Å), ``volume_min_A3``/``volume_max_A3`` (Å³: 0.5 and 2 × the starting
+volume ``volume0_A3``; the ``box`` guard, which stops NPT runs).
 """
 
 from __future__ import annotations
@@ -63,6 +65,11 @@ GUARDS = (
           _envelope),
     Guard("envelope_energy", ("energy_outside_envelope",), lambda o, lim, xp: o["energy_outside_envelope"],
           _envelope),
+    Guard("box", ("volume_A3",),
+          lambda o, lim, xp: ~((o["volume_A3"] >= lim["volume_min_A3"]) & (o["volume_A3"] <= lim["volume_max_A3"])),
+          lambda o, lim, step: (f"the cell volume {o['volume_A3']:.1f} Å³ left [0.5, 2] × the starting volume "
+                                f"{lim['volume0_A3']:.1f} Å³ at step {step} (box collapse or explosion; "
+                                "check the pressure, pdamp_fs and the model)")),
 )
 GUARD_BY_NAME = {g.name: g for g in GUARDS}
 

@@ -63,7 +63,7 @@ class JaxEngine(Engine):
                              timestep_fs=self.dt_fs, temperature_K=self.temp, dtype=self.calc.dtype,
                              capacity=self.capacity, interval=self.interval,
                              envelope=ckpt.envelope if self.guard != "off" else None,
-                             max_length=self.calc.max_length, guards=GUARDS,
+                             max_length=self.calc.max_length, guards=[g for g in GUARDS if g.name in FLAGS],
                              message_passing=self.calc.potentials[0].config.message_passing)
         with jax.enable_x64(md.x64):
             keys = np.stack([np.asarray(jax.random.fold_in(jax.random.PRNGKey(self.seed), r), np.uint32)
@@ -128,7 +128,7 @@ class JaxEngine(Engine):
             stop = {}
             for r in np.flatnonzero(out.stop["flags"] & self.stop_mask):
                 bits = int(out.stop["flags"][r])
-                name = next(g.name for g in GUARDS if bits & FLAGS[g.name] & self.stop_mask)
+                name = next(g.name for g in GUARDS if bits & FLAGS.get(g.name, 0) & self.stop_mask)
                 stop[int(r)] = (name, self._stop_obs(out.stop, int(r), name))
         seen = tuple(name for name in ("envelope", "envelope_energy", "max_length")
                      if np.any(out.seen & FLAGS[name]) and name not in self.stop_names)
