@@ -120,7 +120,8 @@ def write_model_card(res: dict) -> Path:
         "", "## Test-split errors (other sizes and state points than training; `python models/evaluate_argon.py`)", "",
         f"Acceptance (issue 22, MAE): energy ≤ {BOUNDS['energy_mae_meV_atom']} meV/atom, forces ≤ "
         f"{BOUNDS['forces_mae_meV_A']} meV/Å, stress ≤ {BOUNDS['stress_mae_eV_A3']:.0e} eV/Å³. float64: "
-        f"{verdict[res['meets_bounds']['float64']]} them; float32: {verdict[res['meets_bounds']['float32']]} them.", "",
+        f"{verdict[res['meets_bounds']['float64']]} them; float32: {verdict[res['meets_bounds']['float32']]} them ("
+        + ", ".join(f"{k.split('_')[0]} {verdict[f64['all'][k] <= b]}" for k, b in BOUNDS.items()) + " in float64).", "",
         "float64:", "", head, *[_row(k, v) for k, v in f64.items()], "",
         "float32:", "", head, *[_row(k, v) for k, v in f32.items()], "",
         "![learning curves](learning_curves.png)", "",
@@ -133,6 +134,10 @@ def write_model_card(res: dict) -> Path:
         "- argon only, and only this truncated LJ argon (weaker bound than real argon: see the data README);",
         "- dense fluid and fcc solid 40–130 K at 0.93–1.84 g/cm³; no gas, no surfaces or vacuum gaps, no other elements "
         "(the calculator refuses them);",
+        "- **forces miss the 3 meV/Å target** (7.1 meV/Å test MAE): this is what 3000 steps of a 7k-parameter model "
+        "reached on the shared 2-core CPU; the first try (16 radial functions, 2500 steps) stalled at 14 meV/Å, and the "
+        "validation force MAE was still falling at the end (learning curves), so more steps or width should close "
+        "the gap — not done within this task's time;",
         "- the model is local (cutoff 9 Å): it is size-extensive, so larger cells than in training are in its domain; "
         "cells with a height below the training minimum are flagged by the guard.",
     ]
