@@ -7,7 +7,16 @@ At training time a checkpoint records what its model has seen (:class:`Envelope`
 * per element, the largest number of neighbours within the cutoff;
 * the range of atom counts;
 * the range of per-atom interaction energies ``(E − Σ_i shift(Z_i)) / N`` (eV/atom), i.e.
-  the reference energy minus the checkpoint's per-element energy shift, per atom.
+  the reference energy minus the checkpoint's per-element energy shift, per atom;
+* periodic training data (``periodic``): pair distances and neighbour counts over periodic
+  images, the range of mass densities ρ = Σ m_i / V in **g/cm³** (3D-periodic frames), of
+  the cell-vector lengths |a|, |b|, |c| (Å) and of the shortest cell height
+  h = min_k V / |a_i × a_j| (Å, the distance between opposite faces; periodic directions
+  only).  A structure is flagged for a density outside the range widened by
+  :data:`DENSITY_MARGIN`, or a shortest height below :data:`HEIGHT_MARGIN` × the training
+  minimum (smaller cells put an atom's own images where training never had them).  The atom
+  count is not checked for periodic envelopes: a local model is size-extensive, and larger
+  cells of the same material are in its domain.
 
 :meth:`Envelope.check` compares a structure (and, after evaluation, its predicted energy)
 with the envelope and returns readable reasons, e.g. ``"C–C distance 0.62 Å, the training
@@ -38,6 +47,9 @@ __all__ = [
     "NEIGHBOR_MARGIN",
     "ENERGY_MARGIN_EV",
     "ENERGY_MARGIN_FRACTION",
+    "DENSITY_MARGIN",
+    "HEIGHT_MARGIN",
+    "cell_geometry",
     "check_physical_distances",
 ]
 
@@ -51,6 +63,28 @@ NEIGHBOR_MARGIN = 2
 #: max(ENERGY_MARGIN_EV, ENERGY_MARGIN_FRACTION × its width) (eV/atom).
 ENERGY_MARGIN_EV = 0.1
 ENERGY_MARGIN_FRACTION = 0.25
+#: Periodic: the density is flagged outside [lo / (1 + m), hi · (1 + m)] (g/cm³).
+DENSITY_MARGIN = 0.1
+#: Periodic: the shortest cell height is flagged below HEIGHT_MARGIN × the training minimum.
+HEIGHT_MARGIN = 0.9
+
+_AMU_G = 1.66053906660e-24  # g per amu
+_A3_CM3 = 1e-24  # cm³ per Å³
+
+
+def cell_geometry(numbers, cell, pbc) -> dict:
+    """Density (g/cm³, ``None`` unless periodic in 3D), cell-vector lengths and heights (Å)
+    of the periodic directions of a cell (3, 3) (rows a, b, c, Å)."""
+    from ase.data import atomic_masses
+
+    cell = np.asarray(cell, np.float64)
+    pbc = np.broadcast_to(np.asarray(pbc, bool), (3,))
+    volume = abs(float(np.linalg.det(cell)))
+    heights = [volume / np.linalg.norm(np.cross(cell[(k + 1) % 3], cell[(k + 2) % 3])) for k in range(3)]
+    mass = float(np.sum(atomic_masses[np.asarray(numbers, int)]))
+    return {"density": mass * _AMU_G / (volume * _A3_CM3) if pbc.all() else None,
+            "lengths": [float(np.linalg.norm(cell[k])) for k in range(3) if pbc[k]],
+            "heights": [float(heights[k]) for k in range(3) if pbc[k]]}
 
 
 def _pair_name(z1: int, z2: int) -> str:
@@ -124,6 +158,11 @@ class Envelope:
       energy_per_atom: [lowest, highest] of (E − Σ_i shift(Z_i)) / N in eV/atom.
       num_frames: training structures the envelope was taken from.
       source: where they came from (free text).
+      periodic: trained on periodic cells (the fields below are then set; molecular
+        envelopes have ``None`` and do not write them).
+      density_g_cm3: [lowest, highest] mass density in g/cm³.
+      cell_length_A: [shortest, longest] cell-vector length in Å (periodic directions).
+      cell_height_A: [smallest, largest] shortest cell height per frame in Å.
     """
 
     elements: list
@@ -134,6 +173,10 @@ class Envelope:
     energy_per_atom: list
     num_frames: int = 0
     source: str = ""
+    periodic: bool = False
+    density_g_cm3: list | None = None
+    cell_length_A: list | None = None
+    cell_height_A: list | None = None
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -145,20 +188,32 @@ class Envelope:
         cutoff: float,
         energy_shift=None,
         source: str = "",
+        cells: Sequence | None = None,
+        pbc: Sequence | None = None,
     ) -> "Envelope":
         """The envelope of training structures with reference energies (eV) ``energies``;
-        ``energy_shift`` is the checkpoint's :class:`~efa_calc.checkpoint.EnergyShift`."""
-        from efa_calc.graphs.neighbors import neighbor_pairs
+        ``energy_shift`` is the checkpoint's :class:`~efa_calc.checkpoint.EnergyShift`.
+        ``cells`` (3, 3) Å and ``pbc`` (3,) per structure make a periodic envelope (pairs over
+        periodic images; every structure must then be periodic)."""
+        from efa_calc.graphs.neighbors import neighbor_list
 
         elements: set[int] = set()
         mins: dict[str, float] = {}
         nmax: dict[str, int] = {}
-        sizes, e_atom = [], []
-        for z, r, e in zip(numbers, positions, energies):
+        sizes, e_atom, geometry = [], [], []
+        periodic = pbc is not None and any(np.any(p) for p in pbc)
+        if periodic and not all(np.any(p) for p in pbc):
+            raise ValueError("a periodic envelope needs every structure periodic (mixed pbc given)")
+        for k, (z, r, e) in enumerate(zip(numbers, positions, energies)):
             z, r = np.asarray(z, int), np.asarray(r, np.float64)
             elements.update(int(v) for v in z)
-            dst, src = neighbor_pairs(r, cutoff)
-            pm, counts = _pair_stats(z, r, dst, src, cutoff)
+            if periodic:
+                dst, src, shifts = neighbor_list(r, cutoff, cells[k], pbc[k])
+                pm, counts = _pair_stats(z, r, dst, src, cutoff, shifts, cells[k])
+                geometry.append(cell_geometry(z, cells[k], pbc[k]))
+            else:
+                dst, src = neighbor_list(r, cutoff)[:2]
+                pm, counts = _pair_stats(z, r, dst, src, cutoff)
             for k, (d, _, _) in pm.items():
                 mins[k] = min(mins.get(k, math.inf), d)
             for zz in np.unique(z):
@@ -169,6 +224,14 @@ class Envelope:
             e_atom.append((float(e) - shift) / len(z))
         if not sizes:
             raise ValueError("an envelope needs at least one training structure")
+        extra = {}
+        if periodic:
+            dens = [g["density"] for g in geometry if g["density"] is not None]
+            lengths = [v for g in geometry for v in g["lengths"]]
+            heights = [min(g["heights"]) for g in geometry]
+            extra = {"periodic": True, "density_g_cm3": [round(min(dens), 5), round(max(dens), 5)] if dens else None,
+                     "cell_length_A": [round(min(lengths), 4), round(max(lengths), 4)],
+                     "cell_height_A": [round(min(heights), 4), round(max(heights), 4)]}
         return cls(
             elements=[_symbol(z) for z in sorted(elements)],
             cutoff=float(cutoff),
@@ -178,16 +241,24 @@ class Envelope:
             energy_per_atom=[float(min(e_atom)), float(max(e_atom))],
             num_frames=len(sizes),
             source=source,
+            **extra,
         )
 
     @classmethod
     def from_dataset(cls, ds, cutoff: float, energy_shift=None, source: str = "") -> "Envelope":
-        """The envelope of an :class:`efa_calc.data.Dataset` (e.g. the training split)."""
-        return cls.from_structures(ds.numbers, ds.positions, ds.energy, cutoff, energy_shift, source)
+        """The envelope of an :class:`efa_calc.data.Dataset` (e.g. the training split);
+        periodic for a periodic dataset."""
+        return cls.from_structures(ds.numbers, ds.positions, ds.energy, cutoff, energy_shift, source,
+                                   ds.cells, ds.pbc)
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
         d["units"] = {"min_distance": "Angstrom", "cutoff": "Angstrom", "energy_per_atom": "eV/atom"}
+        if not self.periodic:  # molecular envelopes are written exactly as before
+            for k in ("periodic", "density_g_cm3", "cell_length_A", "cell_height_A"):
+                d.pop(k)
+        else:
+            d["units"].update(density_g_cm3="g/cm^3", cell_length_A="Angstrom", cell_height_A="Angstrom")
         return d
 
     @classmethod
@@ -206,11 +277,13 @@ class Envelope:
         n = int(self.max_neighbors[symbol])
         return n + max(NEIGHBOR_MARGIN, int(math.ceil(0.1 * n)))
 
-    def check_structure(self, numbers, positions, pairs=None, cell=None) -> list[tuple[str, str]]:
+    def check_structure(self, numbers, positions, pairs=None, cell=None, pbc=None) -> list[tuple[str, str]]:
         """``(key, reason)`` for every way the structure lies outside the envelope.
 
         ``pairs`` = (dst, src) or (dst, src, image shifts) within at least the cutoff
-        (computed, non-periodic, when ``None``); ``cell`` (3, 3) Å for periodic pairs.
+        (computed, non-periodic, when ``None``; periodic structures must pass theirs);
+        ``cell`` (3, 3) Å for periodic pairs, ``pbc`` (3,) its periodic directions (all three
+        when ``None``), used by the density and cell-height checks of periodic envelopes.
         """
         from efa_calc.graphs.neighbors import neighbor_pairs
 
@@ -223,8 +296,10 @@ class Envelope:
                                     f"(it has {', '.join(self.elements)})"))
         n = len(numbers)
         lo, hi = self.num_atoms
-        if not lo <= n <= hi:
+        if not self.periodic and not lo <= n <= hi:
             out.append(("num_atoms", f"{n} atoms, the training data has {lo}–{hi}"))
+        if self.periodic:
+            out += self._check_cell(numbers, cell, pbc)
         dst, src, *shifts = pairs if pairs is not None else neighbor_pairs(positions, self.cutoff)
         shifts = shifts[0] if shifts else None
         mins, counts = _pair_stats(numbers, positions, np.asarray(dst), np.asarray(src), self.cutoff, shifts, cell)
@@ -248,6 +323,21 @@ class Envelope:
                 atom = int(np.flatnonzero(numbers == z)[k])
                 out.append((f"neighbors:{s}", f"{s} atom {atom} has {int(c[k])} neighbours within {self.cutoff:g} Å, "
                                               f"the training data's maximum is {self.max_neighbors[s]}"))
+        return out
+
+    def _check_cell(self, numbers, cell, pbc) -> list[tuple[str, str]]:
+        """Periodic envelopes: density and shortest-height checks of the structure's cell."""
+        if cell is None:
+            return [("cell", "a non-periodic structure; the model was trained on periodic cells only")]
+        g = cell_geometry(numbers, cell, np.ones(3, bool) if pbc is None else pbc)
+        out = []
+        if self.density_g_cm3 is not None and g["density"] is not None:
+            lo, hi = self.density_g_cm3
+            if not lo / (1 + DENSITY_MARGIN) <= g["density"] <= hi * (1 + DENSITY_MARGIN):
+                out.append(("density", f"density {g['density']:.3f} g/cm³, the training data spans {lo:.3f}–{hi:.3f} g/cm³"))
+        if self.cell_height_A is not None and g["heights"] and min(g["heights"]) < HEIGHT_MARGIN * self.cell_height_A[0]:
+            out.append(("cell_height", f"shortest cell height {min(g['heights']):.2f} Å, the training data's "
+                                       f"smallest is {self.cell_height_A[0]:.2f} Å"))
         return out
 
     def check_energy(self, energy_per_atom: float) -> list[tuple[str, str]]:

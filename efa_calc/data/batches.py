@@ -9,6 +9,12 @@ what data-parallel training splits across devices.
 Order is a pure function of ``(seed, epoch)``, which makes a resumed run identical to an
 uninterrupted one.  Energies are the dataset energies minus the energy shift (eV); forces
 in eV/Å; padding graphs and atoms carry zero targets and are masked in the loss.
+
+Periodic datasets (every frame periodic) get pair lists over periodic images
+(:func:`~efa_calc.graphs.neighbors.neighbor_list`, image shifts n in the
+:class:`~efa_calc.nn.batch.Batch`'s ``cell_shifts``, cells in ``cells``) and a stress
+target (G, 3, 3) in eV/Å³ (ASE's sign) with a per-graph weight ``stress_mask`` (1 for a real
+graph with a stress label, 0 for padding graphs and unlabelled frames).
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ import numpy as np
 from efa_calc.graphs.padding import pad_graphs
 from efa_calc.checkpoint import EnergyShift
 from efa_calc.data.dataset import Dataset
-from efa_calc.graphs.neighbors import neighbor_pairs
+from efa_calc.graphs.neighbors import neighbor_list
 from efa_calc.nn.batch import Batch
 
 __all__ = ["TrainingBatch", "BatchSampler"]
@@ -34,6 +40,8 @@ class TrainingBatch(NamedTuple):
     inputs: Batch
     energy: np.ndarray  # (D, G) eV, shift removed
     forces: np.ndarray  # (D, G*S, 3) eV/Å
+    stress: np.ndarray | None = None  # (D, G, 3, 3) eV/Å³, periodic data only
+    stress_mask: np.ndarray | None = None  # (D, G) 1.0 where the stress target counts
 
 
 class BatchSampler:
@@ -54,7 +62,11 @@ class BatchSampler:
         self.graphs = graphs_per_shard
         self.shards = num_shards
         self.seed = seed
-        self.pairs = [neighbor_pairs(r, cutoff) for r in ds.positions]
+        self.periodic = ds.is_periodic  # raises for mixed periodic/molecular frames
+        if self.periodic:
+            self.pairs = [neighbor_list(r, cutoff, c, p) for r, c, p in zip(ds.positions, ds.cells, ds.pbc)]
+        else:
+            self.pairs = [neighbor_list(r, cutoff)[:2] for r in ds.positions]
         self.targets = ds.energy - np.array([shift.atomic(z).sum() for z in ds.numbers])
         self.slots = max(len(z) for z in ds.numbers)
         sizes = np.sort([len(p[0]) for p in self.pairs])[::-1]
@@ -65,15 +77,29 @@ class BatchSampler:
         """Number of batches per epoch (the last partial batch is dropped in training)."""
         return len(self.ds) // (self.graphs * self.shards)
 
-    def _shard(self, idx: Sequence[int], edges: int) -> tuple[Batch, np.ndarray, np.ndarray]:
-        b = pad_graphs([self.ds.numbers[i] for i in idx], [self.ds.positions[i] for i in idx],
-                       [self.pairs[i] for i in idx], self.slots, edges, self.graphs, dtype=np.float32)
+    def _pad(self, idx: Sequence[int], edges: int, graphs: int) -> Batch:
+        idx = list(idx)
+        periodic = {}
+        if self.periodic:
+            periodic = {"shifts": [self.pairs[i].shifts for i in idx], "cells": [self.ds.cells[i] for i in idx]}
+        return pad_graphs([self.ds.numbers[i] for i in idx], [self.ds.positions[i] for i in idx],
+                          [self.pairs[i][:2] for i in idx], self.slots, edges, graphs, dtype=np.float32, **periodic)
+
+    def _shard(self, idx: Sequence[int], edges: int) -> tuple:
+        b = self._pad(idx, edges, self.graphs)
         energy = np.zeros(self.graphs, np.float32)
         energy[: len(idx)] = self.targets[list(idx)]
         forces = np.zeros((self.graphs * self.slots, 3), np.float32)
         for k, i in enumerate(idx):
             forces[k * self.slots : k * self.slots + len(self.ds.numbers[i])] = self.ds.forces[i]
-        return b, energy, forces
+        if not self.periodic:
+            return b, energy, forces
+        stress = np.zeros((self.graphs, 3, 3), np.float32)
+        mask = np.zeros(self.graphs, np.float32)  # padding graphs and unlabelled frames: weight 0
+        for k, i in enumerate(idx):
+            if self.ds.stress is not None and self.ds.stress[i] is not None:
+                stress[k], mask[k] = self.ds.stress[i], 1.0
+        return b, energy, forces, stress, mask
 
     def make(self, idx: Sequence[int]) -> TrainingBatch:
         """One batch of the molecules ``idx`` (at most graphs × shards), split into shards."""
@@ -83,15 +109,14 @@ class BatchSampler:
         edges = next(c for c in self.edge_ladder if c >= need)  # one shape for all shards
         shards = [self._shard(p, edges) for p in per]
         inputs = jax.tree_util.tree_map(lambda *a: np.stack(a), *[s[0] for s in shards])
-        return TrainingBatch(inputs, np.stack([s[1] for s in shards]), np.stack([s[2] for s in shards]))
+        return TrainingBatch(inputs, *[np.stack([s[k] for s in shards]) for k in range(1, len(shards[0]))])
 
     def unsharded(self, idx: Sequence[int]) -> Batch:
         """The molecules ``idx`` as one unsharded :class:`Batch`: for statistics (the
         output-scale initialisation) that must not depend on the number of devices."""
         idx = list(idx)
         edges = 64 * max(1, math.ceil(sum(len(self.pairs[i][0]) for i in idx) / 64))
-        return pad_graphs([self.ds.numbers[i] for i in idx], [self.ds.positions[i] for i in idx],
-                          [self.pairs[i] for i in idx], self.slots, edges, len(idx), dtype=np.float32)
+        return self._pad(idx, edges, len(idx))
 
     def _order(self, epoch: int, idx: np.ndarray) -> np.ndarray:
         return np.random.default_rng([self.seed, epoch]).permutation(idx)

@@ -41,7 +41,9 @@ class ModelConfig:
       cutoff: local cutoff in Å.
       mp_max_degree: maximum degree L of the edge basis.
       num_basis_functions: radial basis size.
-      radial_basis: e3x radial function name (``reciprocal_bernstein``).
+      radial_basis: e3x radial function name (``reciprocal_bernstein``); e3x's finite-interval
+        bases (``basic_gaussian``, ``basic_bernstein``, ``sinc``, ...) span 0 … ``cutoff``
+        (their ``limit`` is set to the cutoff; the reference code would leave it at 1 Å).
       cutoff_fn: e3x cutoff function name (``smooth_cutoff``).
       use_switch: learned mixing x ← x + silu(c)·local + silu(1−c)·long-range.
       output_is_zero_at_init: the reference's initialisation (spec §6): the readout kernel

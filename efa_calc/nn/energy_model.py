@@ -129,7 +129,7 @@ def _edge_basis(cfg: ModelConfig, batch: Batch, neighbour_positions) -> EdgeBasi
     disp = jnp.where(batch.edge_mask[:, None], disp, far)
     basis = edge_basis(
         disp, max_degree=cfg.mp_max_degree, num=cfg.num_basis_functions,
-        radial_fn=radial_function(cfg.radial_basis),
+        radial_fn=radial_function(cfg.radial_basis, cfg.cutoff),
         cutoff_fn=functools.partial(getattr(e3x.nn, cfg.cutoff_fn), cutoff=cfg.cutoff),
     )
     return basis._replace(radial=basis.radial * batch.edge_mask[:, None].astype(dtype))

@@ -86,11 +86,20 @@ def reciprocal_bernstein(r: Float[Array, "..."], num: int) -> Float[Array, "... 
     return _bernstein(r * q, q, num)
 
 
-def radial_function(name: str):
-    """The radial basis named ``name``: ours where we have an accurate version, else e3x's."""
+def radial_function(name: str, cutoff: float | None = None):
+    """The radial basis named ``name``: ours where we have an accurate version, else e3x's.
+
+    e3x's bases on a finite interval (``basic_gaussian``, ``basic_bernstein``, ``sinc``, ...)
+    take a ``limit`` (default 1 Å, useless for any real cutoff): it is set to ``cutoff`` (Å)
+    when given, so that their functions span 0 … cutoff uniformly in r.
+    """
     if name == "reciprocal_bernstein":
         return reciprocal_bernstein
     fn = getattr(e3x.nn, name, None)
     if fn is None:
         raise ValueError(f"unknown radial basis function {name!r}")
+    import inspect
+
+    if cutoff is not None and "limit" in inspect.signature(fn).parameters:
+        return functools.partial(fn, limit=float(cutoff))
     return fn

@@ -25,6 +25,7 @@
     final_learning_rate = 1e-5
     energy_weight = 0.01
     forces_weight = 0.99
+    stress_weight = 0.0                    # periodic data: + w_S·MSE(stress), (eV/Å³)²
     ema_decay = 0.999
     eval_every = 500
     checkpoint_every = 250
@@ -53,6 +54,9 @@ class TrainingOptions:
       learning_rate, final_learning_rate: exponential decay from one to the other over ``steps``.
       warmup_steps: linear warm-up from 0.
       energy_weight, forces_weight: loss = w_E·MSE(E) [eV²] + w_F·MSE(F) [(eV/Å)²].
+      stress_weight: periodic data only: + w_S·MSE(σ) [(eV/Å³)²] over the nine stress
+        components (σ ~ 1e-4 eV/Å³ for argon, so useful weights are ~1e3–1e5).  0 (the
+        default) adds no term; molecular data must keep 0.
       ema_decay: exponential moving average of the parameters (evaluated and exported).
       grad_clip: global gradient-norm clip.
       eval_every, checkpoint_every: steps between validation / resumable state saves.
@@ -73,6 +77,7 @@ class TrainingOptions:
     warmup_steps: int = 0
     energy_weight: float = 0.01
     forces_weight: float = 0.99
+    stress_weight: float = 0.0
     ema_decay: float = 0.999
     grad_clip: float = 10.0
     eval_every: int = 500
@@ -83,6 +88,8 @@ class TrainingOptions:
     message_passing: str | None = None  # (issue 24)
 
     def __post_init__(self):
+        if self.stress_weight < 0:
+            raise ValueError(f"stress_weight must be >= 0, got {self.stress_weight}")
         if self.init not in ("unit", "e3x"):
             raise ValueError(f"unknown init {self.init!r}; use 'unit' or 'e3x'")
         if self.message_passing is not None:  # (issue 24)

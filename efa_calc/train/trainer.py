@@ -15,7 +15,13 @@ step, history, best validation) is written atomically to ``<workdir>/state``; ba
 is a pure function of (seed, epoch), so a killed and resumed run reproduces an
 uninterrupted one exactly.
 
-Units: energies eV, forces eV/Å; losses in eV² and (eV/Å)².
+Periodic data (every frame a periodic cell, :attr:`Dataset.is_periodic`) trains with
+:func:`~efa_calc.nn.energy_model.energy_forces_stress` and adds w_S·MSE(σ) to the loss,
+σ the stress (eV/Å³, ASE's sign, all nine components, graphs without a label masked);
+the exported checkpoint is ``periodic=True``.  Molecular data keeps the energy + force
+loss unchanged (``stress_weight`` must stay 0).  Long-range blocks are not periodic yet.
+
+Units: energies eV, forces eV/Å, stress eV/Å³; losses in eV², (eV/Å)² and (eV/Å³)².
 """
 
 from __future__ import annotations
@@ -40,7 +46,8 @@ from efa_calc.checkpoint import Checkpoint, file_sha256, git_commit, save_checkp
 from efa_calc.data import BatchSampler, Dataset, fit_energy_shift, read_dataset, split_indices
 from efa_calc.data.batches import TrainingBatch
 from efa_calc.nn.batch import Batch
-from efa_calc.nn.energy_model import energy_and_forces, init_params
+from efa_calc.errors import InputError
+from efa_calc.nn.energy_model import energy_and_forces, energy_forces_stress, init_params
 from efa_calc.nn.config import ModelConfig
 from efa_calc.train.config import TrainConfig, TrainingOptions
 from efa_calc.nn.tensor import resolve_message_passing
@@ -68,39 +75,51 @@ class _Steps(NamedTuple):
 
 
 @functools.lru_cache(maxsize=16)
-def _compiled_steps(cfg: ModelConfig, slots: int, o: TrainingOptions) -> _Steps:
+def _compiled_steps(cfg: ModelConfig, slots: int, o: TrainingOptions, periodic: bool = False) -> _Steps:
     """Jitted train/eval steps, shared by every Trainer with the same settings (a resumed
-    run in the same process, tests) so that they compile once."""
+    run in the same process, tests) so that they compile once.  ``periodic`` adds the stress
+    terms (Σ Δσ², 9·graphs with a label, Σ |Δσ|) to the per-shard totals."""
     schedule = _schedule(o)
     optimizer = optax.chain(optax.clip_by_global_norm(o.grad_clip), optax.adam(schedule))
     mesh = jax.sharding.Mesh(np.array(jax.devices()[: o.num_devices]), ("data",))
     dat = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
     rep = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
 
-    def shard_terms(params, inputs: Batch, e_target, f_target):
-        e_g, forces, _ = energy_and_forces(params, cfg, inputs)
+    def shard_terms(params, inputs: Batch, e_target, f_target, s_target=None, s_mask=None):
+        if periodic:
+            e_g, forces, _, stress = energy_forces_stress(params, cfg, inputs)
+        else:
+            e_g, forces, _ = energy_and_forces(params, cfg, inputs)
         gm = inputs.graph_mask.astype(e_g.dtype)
         nm = inputs.node_mask.astype(e_g.dtype)[:, None]
         de, df = (e_g - e_target) * gm, (forces - f_target) * nm
-        return jnp.stack([jnp.sum(de**2), jnp.sum(gm), jnp.sum(df**2), 3 * jnp.sum(nm),
-                          jnp.sum(jnp.abs(de)), jnp.sum(jnp.abs(df))])
+        terms = [jnp.sum(de**2), jnp.sum(gm), jnp.sum(df**2), 3 * jnp.sum(nm), jnp.sum(jnp.abs(de)), jnp.sum(jnp.abs(df))]
+        if periodic:
+            ds = (stress - s_target) * s_mask[:, None, None]
+            terms += [jnp.sum(ds**2), 9 * jnp.sum(s_mask), jnp.sum(jnp.abs(ds))]
+        return jnp.stack(terms)
 
     def totals(params, tb: TrainingBatch):
-        per_shard = jax.vmap(shard_terms, in_axes=(None, 0, 0, 0))(params, tb.inputs, tb.energy, tb.forces)
+        args = (tb.energy, tb.forces) + ((tb.stress, tb.stress_mask) if periodic else ())
+        per_shard = jax.vmap(shard_terms, in_axes=(None, 0) + (0,) * len(args))(params, tb.inputs, *args)
         return jnp.sum(per_shard, axis=0)
 
     def loss_fn(params, tb):
         t = totals(params, tb)
         mse_e, mse_f = t[0] / t[1], t[2] / t[3]
-        return o.energy_weight * mse_e + o.forces_weight * mse_f, (mse_e, mse_f)
+        loss = o.energy_weight * mse_e + o.forces_weight * mse_f
+        if periodic:  # the molecular loss stays exactly as it was
+            mse_s = t[6] / jnp.maximum(t[7], 1.0)
+            loss = loss + o.stress_weight * mse_s
+        return loss, (mse_e, mse_f, mse_s if periodic else jnp.zeros_like(mse_e))
 
     def train_step(params, opt_state, ema, step, tb):
-        (loss, (mse_e, mse_f)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, tb)
+        (loss, (mse_e, mse_f, mse_s)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, tb)
         updates, opt_state = optimizer.update(grads, opt_state, params)
         params = optax.apply_updates(params, updates)
         decay = jnp.minimum(o.ema_decay, (1.0 + step) / (10.0 + step))
         ema = jax.tree_util.tree_map(lambda e, p: decay * e + (1.0 - decay) * p, ema, params)
-        return params, opt_state, ema, jnp.stack([loss, mse_e, mse_f])
+        return params, opt_state, ema, jnp.stack([loss, mse_e, mse_f, mse_s])
 
     train_step = jax.jit(train_step, in_shardings=(rep, rep, rep, rep, dat), out_shardings=(rep, rep, rep, rep),
                          donate_argnums=(0, 1, 2))
@@ -124,6 +143,7 @@ class Trainer:
         self.workdir = Path(workdir)
         self.progress = progress
         self.ds = (dataset if dataset is not None else read_dataset(config.data_path)).select(config.include)
+        self.periodic = self._check_periodic()
         self.train_idx, self.valid_idx, self.test_idx = split_indices(len(self.ds), config.split, config.split_seed)
         train_ds = self.ds.subset(self.train_idx)
         self.species = self.ds.species
@@ -139,11 +159,26 @@ class Trainer:
         if len(self.train_sampler) == 0:
             raise ValueError("training split smaller than one batch")
         self.slots = self.train_sampler.slots
-        mp = resolve_message_passing(self.opts.message_passing, jax.devices()[0].platform)  # (issue 24)
-        fns = _compiled_steps(config.model.for_evaluation(message_passing=mp), self.slots, self.opts)
+        mp = resolve_message_passing(self.opts.message_passing, jax.devices()[0].platform)
+        fns = _compiled_steps(config.model.for_evaluation(message_passing=mp), self.slots, self.opts, self.periodic)
         self.schedule, self.optimizer = fns.schedule, fns.optimizer
         self._train_step, self._eval_totals = fns.train_step, fns.eval_totals
         self._data_sharding, self._replicated = fns.data_sharding, fns.replicated
+
+    def _check_periodic(self) -> bool:
+        """Whether the data is periodic; refuses (before any compile) what cannot be trained."""
+        periodic = self.ds.is_periodic  # InputError for mixed periodic/molecular frames
+        if periodic and self.cfg.model.long_range is not None:
+            raise InputError(f"the data is periodic but the model has a {self.cfg.model.long_range.kind!r} block: "
+                             "long-range blocks are not periodic yet; train a local model (no [model.long_range])")
+        if self.opts.stress_weight and not periodic:
+            raise InputError(f"stress_weight={self.opts.stress_weight} needs periodic data with stress labels; "
+                             "this data is molecular (use stress_weight = 0)")
+        if self.opts.stress_weight and not self.ds.has_stress:
+            missing = len(self.ds) if self.ds.stress is None else sum(s is None for s in self.ds.stress)
+            raise InputError(f"stress_weight={self.opts.stress_weight} but {missing} of {len(self.ds)} frames have no "
+                             "stress (extxyz 'stress' or 'virial'); label them or use stress_weight = 0")
+        return periodic
 
     def _put(self, tb: TrainingBatch) -> TrainingBatch:
         return jax.device_put(tb, self._data_sharding)
@@ -216,12 +251,16 @@ class Trainer:
             epoch, k = epoch + 1, 0
 
     def evaluate(self, params, sampler: BatchSampler) -> dict:
-        """MAE/RMSE of energies (eV per molecule) and forces (eV/Å) on a sampler's molecules."""
-        t = np.zeros(6)
+        """MAE/RMSE of energies (eV per molecule) and forces (eV/Å) on a sampler's molecules,
+        and for periodic data of the stress (eV/Å³, over all nine components)."""
+        t = np.zeros(9 if self.periodic else 6)
         for _, tb in sampler.ordered():
             t += np.asarray(self._eval_totals(params, self._put(tb)), np.float64)
-        return {"energy_mae_eV": t[4] / t[1], "energy_rmse_eV": float(np.sqrt(t[0] / t[1])),
-                "forces_mae_eV_A": t[5] / t[3], "forces_rmse_eV_A": float(np.sqrt(t[2] / t[3]))}
+        out = {"energy_mae_eV": t[4] / t[1], "energy_rmse_eV": float(np.sqrt(t[0] / t[1])),
+               "forces_mae_eV_A": t[5] / t[3], "forces_rmse_eV_A": float(np.sqrt(t[2] / t[3]))}
+        if self.periodic and t[7]:
+            out.update(stress_mae_eV_A3=t[8] / t[7], stress_rmse_eV_A3=float(np.sqrt(t[6] / t[7])))
+        return out
 
     def run(self, steps: int | None = None, max_steps_this_call: int | None = None) -> dict:
         """Train to ``steps`` (default: the config), resuming from ``workdir`` when possible.
@@ -251,9 +290,12 @@ class Trainer:
                 metrics = self.evaluate(state["ema"], self.valid_sampler)
                 record = {"step": done, "loss": float(last_losses[0]), "train_mse_energy": float(last_losses[1]),
                           "train_mse_forces": float(last_losses[2]), "learning_rate": float(self.schedule(done)),
+                          **({"train_mse_stress": float(last_losses[3])} if self.periodic else {}),
                           "wall_time_s": elapsed_before + time.time() - t0, **{f"valid_{k}": float(v) for k, v in metrics.items()}}
                 state["history"].append(record)
                 score = self.opts.energy_weight * metrics["energy_rmse_eV"] ** 2 + self.opts.forces_weight * metrics["forces_rmse_eV_A"] ** 2
+                if self.periodic and "stress_rmse_eV_A3" in metrics:
+                    score += self.opts.stress_weight * metrics["stress_rmse_eV_A3"] ** 2
                 if state["best"] is None or score < state["best"]["score"]:
                     state["best"] = {"step": done, "score": score, **metrics}
                     self._write_checkpoint(state["ema"], self.workdir / "best", {"best_step": done})
@@ -272,7 +314,7 @@ class Trainer:
             "data": {"path": str(self.cfg.data_path), "sha256": file_sha256(self.cfg.data_path) if self.cfg.data_path.is_file() else None,
                      "num_frames": len(self.ds), "split": {"train": len(self.train_idx), "valid": len(self.valid_idx),
                                                             "test": len(self.test_idx)}, "split_seed": self.cfg.split_seed,
-                     "include": self.cfg.include},
+                     "include": self.cfg.include, "periodic": self.periodic},
             "training": dataclasses.asdict(self.opts),
             "git_commit": git_commit(),
             "hardware": f"{platform.machine()} {platform.processor() or ''} {os.cpu_count()} cores; jax {jax.__version__} "
@@ -292,7 +334,7 @@ class Trainer:
     def _write_checkpoint(self, params, path: Path, extra: dict) -> None:
         params = jax.tree_util.tree_map(lambda x: np.asarray(x, np.float32), params)
         ck = Checkpoint(self.cfg.model, params, self.species, self.shift, {**self._provenance(), **extra}, self.cfg.name,
-                        envelope=self.envelope())
+                        envelope=self.envelope(), periodic=self.periodic)
         save_checkpoint(ck, path, overwrite=True)
 
     def _plot(self, history: list) -> None:
@@ -336,7 +378,8 @@ class Trainer:
             ck = Checkpoint(best.config, best.params, best.species, best.energy_shift,
                             {**best.provenance, "test_errors": test, "valid_errors": valid,
                              "training_steps": summary["steps"], "training_wall_time_s": summary["wall_time_s"],
-                             "num_parameters": summary["num_parameters"]}, self.cfg.name, envelope=self.envelope())
+                             "num_parameters": summary["num_parameters"]}, self.cfg.name, envelope=self.envelope(),
+                            periodic=best.periodic)
             save_checkpoint(ck, self.cfg.export, overwrite=True)
             shutil.copy(self.workdir / "learning_curves.png", self.cfg.export / "learning_curves.png")
         return summary
