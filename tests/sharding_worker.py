@@ -177,7 +177,7 @@ def models(res: dict, shared: str | None) -> None:
             ck = checkpoint_from_reference(Path(shared) / meta[name]["checkpoint"], meta[name]["hyperparameters"],
                                            name=name)
             z, pos = pred[f"{name}/atomic_numbers"][0], pred[f"{name}/positions"][0]
-            sp = ShardedPotential(_untrained(ck, 4), "float64")
+            sp = ShardedPotential(ck, 4, "float64")
             res[f"reference/{name}"] = compare(sp, ck.config, ck.params, np.asarray(z), np.asarray(pos))
     else:
         res["reference_skipped"] = f"no reference data at {shared}"

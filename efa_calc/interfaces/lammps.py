@@ -44,6 +44,8 @@ with LAMMPS's soft timeout (later ``run`` commands are then skipped by LAMMPS), 
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 from ase import Atoms
 from ase.calculators.calculator import Calculator
