@@ -67,7 +67,8 @@ def test_equals_e3x_message_pass(p2n, l2max, max_degree, pseudo):
 @needs_cueq
 # one pass (gather/scatter inside the polynomial) at degree 2; 40 edges in chunks of 7 at
 # degree 1 (fewer paths: the second derivative of the chunked scan compiles for minutes at 2)
-@pytest.mark.parametrize("chunk,deg", [(1000, 2), (7, 1)])
+# (the one-pass case is slow on 2 CPU cores: it runs with -m slow; the chunked one always)
+@pytest.mark.parametrize("chunk,deg", [pytest.param(1000, 2, marks=pytest.mark.slow), (7, 1)])
 def test_aggregation_and_every_gradient_equal_native(chunk, deg):
     """Messages, first derivatives and the second order training uses (a loss on the
     gradient, differentiated by the weights), with and without the edge gate."""
