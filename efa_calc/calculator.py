@@ -179,9 +179,9 @@ class EFACalculator(Calculator):
         self.max_length = min(pot.config.max_length for pot in self.potentials)
         self.species = sorted(set.intersection(*(set(c.species) for c in self.checkpoints)),
                               key=lambda s: self.checkpoints[0].species.index(s))
-        # periodic structures: every member trained on periodic data, and local (the long-range
-        # blocks are defined for isolated molecules)
-        self.periodic = all(c.periodic and c.config.long_range is None for c in self.checkpoints)
+        # periodic structures: every member trained on periodic data, with no long-range block
+        # or one defined in periodic cells
+        self.periodic = all(c.evaluates_cells for c in self.checkpoints)
         self._verlet = VerletList(self.cutoff, p["skin"])
         self._slots = Slots(0, 0, 1)
         self._warned: set = set()

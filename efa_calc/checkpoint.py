@@ -110,6 +110,13 @@ class Checkpoint:
     periodic: bool = False
 
     @property
+    def evaluates_cells(self) -> bool:
+        """Whether the model evaluates periodic structures: trained on periodic data, and
+        local or with a long-range block defined in periodic cells."""
+        lr = self.config.long_range
+        return bool(self.periodic and (lr is None or lr.periodic))
+
+    @property
     def atomic_numbers(self) -> list[int]:
         return [_Z[s] for s in self.species]
 

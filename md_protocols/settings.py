@@ -224,7 +224,7 @@ def validate_settings(module, settings: dict) -> dict:
         except CheckpointError as exc:
             raise SettingError(f"--model = {out['model']!r}: {exc}") from None
         species = set(ckpt.species)
-        model_periodic = bool(ckpt.periodic and ckpt.config.long_range is None)
+        model_periodic = ckpt.evaluates_cells
     else:
         species, model_periodic = None, False
     if out.get("structure") is not None:

@@ -131,7 +131,7 @@ TINY = ModelConfig(num_features=8, num_iterations=1, cutoff=CUTOFF, mp_max_degre
 
 def test_trainer_refusals_come_before_any_compile(argon, frames, tmp_path):
     lr = TINY.replace(long_range=EFAConfig(iterations=(0,), lebedev_num=50, max_frequency=1.0, max_length=20.0))
-    with pytest.raises(InputError, match="long-range blocks are not periodic yet"):
+    with pytest.raises(InputError, match="not defined in periodic cells"):
         Trainer(_config(lr), tmp_path, dataset=argon, progress=False)
     mixed = Dataset.from_atoms([*frames, read(SN2, 0)])
     with pytest.raises(InputError, match="mixes"):

@@ -167,9 +167,13 @@ def _long_range_branch(cfg: ModelConfig, t: int, last: bool, x, centred, batch: 
     else:
         x_lr = e3x.nn.change_max_degree_or_type(x, max_degree=lr.max_degree,
                                                 include_pseudotensors=lr.include_pseudotensors)
-    sharded = {} if axis_name is None else {"axis_name": axis_name}
+    extra = {} if axis_name is None else {"axis_name": axis_name}
+    if batch.cells is not None:
+        if not lr.periodic:
+            raise ValueError(f"the {lr.kind!r} long-range block of this model is not defined in periodic cells")
+        extra["cells"] = batch.cells
     y_nl = block(lr.kind).module(lr, name=f"long_range_{t}")(
-        x_lr, centred, batch.batch_segments, batch.node_mask, batch.num_graphs, batch.nodes_per_graph, **sharded
+        x_lr, centred, batch.batch_segments, batch.node_mask, batch.num_graphs, batch.nodes_per_graph, **extra
     )
     y_nl = Dense(cfg.num_features, dtype=dtype, name=f"long_range_projection_{t}")(y_nl.astype(dtype))
     return _mlp(e3x.nn.add(y_nl, x), cfg.num_features, f"long_range_mlp_{t}", cfg.output_is_zero_at_init)

@@ -19,7 +19,7 @@ Periodic data (every frame a periodic cell, :attr:`Dataset.is_periodic`) trains 
 :func:`~efa_calc.nn.energy_model.energy_forces_stress` and adds w_S·MSE(σ) to the loss,
 σ the stress (eV/Å³, ASE's sign, all nine components, graphs without a label masked);
 the exported checkpoint is ``periodic=True``.  Molecular data keeps the energy + force
-loss unchanged (``stress_weight`` must stay 0).  Long-range blocks are not periodic yet.
+loss unchanged (``stress_weight`` must stay 0).  Long-range blocks must be defined in periodic cells (``LongRangeConfig.periodic``).
 
 Units: energies eV, forces eV/Å, stress eV/Å³; losses in eV², (eV/Å)² and (eV/Å³)².
 """
@@ -168,9 +168,10 @@ class Trainer:
     def _check_periodic(self) -> bool:
         """Whether the data is periodic; refuses (before any compile) what cannot be trained."""
         periodic = self.ds.is_periodic  # InputError for mixed periodic/molecular frames
-        if periodic and self.cfg.model.long_range is not None:
-            raise InputError(f"the data is periodic but the model has a {self.cfg.model.long_range.kind!r} block: "
-                             "long-range blocks are not periodic yet; train a local model (no [model.long_range])")
+        lr = self.cfg.model.long_range
+        if periodic and lr is not None and not lr.periodic:
+            raise InputError(f"the data is periodic but the model's {lr.kind!r} block is not defined in periodic "
+                             "cells; train a local model (no [model.long_range]) or a periodic block")
         if self.opts.stress_weight and not periodic:
             raise InputError(f"stress_weight={self.opts.stress_weight} needs periodic data with stress labels; "
                              "this data is molecular (use stress_weight = 0)")

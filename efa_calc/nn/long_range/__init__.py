@@ -4,10 +4,16 @@ A long-range block adds a global branch to chosen message-passing iterations of
 :class:`~efa_calc.nn.energy_model.EnergyModel`.  Every block is a flax module with the call
 signature
 
-    block(x, positions, batch_segments, node_mask, num_graphs, nodes_per_graph)
+    block(x, positions, batch_segments, node_mask, num_graphs, nodes_per_graph[, cells=...])
       x:         (N, P, (L+1)², F)   features cut to the block's input degree
       positions: (N, 3)              Å, centred per graph
+      cells:     (G, 3, 3)           Å, rows a, b, c — passed only for a periodic batch
       → (N, P_v, (L_v+1)², F_v)     per-atom features (projected back to F by the model)
+
+A block defined in periodic cells says so with its config's :attr:`LongRangeConfig.periodic`
+(then its ``__call__`` takes ``cells``); the model passes ``cells`` only for periodic batches,
+so molecular blocks keep their signature.  The stress is autodiff through ``cells`` and
+``positions`` together (:func:`~efa_calc.nn.energy_model.energy_forces_stress`).
 
 and a frozen config dataclass (a :class:`LongRangeConfig`) whose ``kind`` names it in
 ``config.json`` and in training TOML files (``[model.long_range] kind = "..."``).
@@ -53,6 +59,11 @@ class LongRangeConfig:
 
     def __post_init__(self):
         object.__setattr__(self, "iterations", tuple(int(i) for i in self.iterations))
+
+    @property
+    def periodic(self) -> bool:
+        """Whether the block is defined in periodic cells (accepts ``cells``)."""
+        return False
 
     @property
     def invariance_length(self) -> float:
