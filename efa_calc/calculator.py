@@ -41,7 +41,7 @@ from typing import Sequence
 
 import numpy as np
 from ase import Atoms
-from ase.calculators.calculator import Calculator, all_changes
+from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
 from ase.stress import full_3x3_to_voigt_6_stress
 
 from efa_calc.backends.base import Graph, Slots
@@ -123,7 +123,8 @@ class EFACalculator(Calculator):
         argument is a ``TypeError`` (ASE would silently keep it as an unused parameter).
     """
 
-    implemented_properties = ["energy", "free_energy", "forces", "energies", "stress", "energy_std", "forces_std"]
+    implemented_properties = ["energy", "free_energy", "forces", "energies", "stress", "stresses", "energy_std",
+                              "forces_std"]
     default_parameters = {"dtype": "float32", "device": None, "strict": True, "skin": 0.0, "lebedev_num": None,
                           "guard": "warn", "efa_exact": False, "devices": None, "message_passing": None}
 
@@ -285,7 +286,13 @@ class EFACalculator(Calculator):
         slots = self._grow_slots(len(atoms), len(pairs.dst))
         if self.sharded is not None:
             self._check_shardable(atoms, "structure")
-        preds = [b.predict([graph], slots)[0] for b in self._backends()]
+        per_atom = "stresses" in properties and graph.is_periodic
+        if per_atom and (self.sharded is not None or any(c.config.long_range is not None for c in self.checkpoints)):
+            raise PropertyNotImplementedError(
+                "per-atom stresses ('stresses') need local periodic models on one device (a long-range block's "
+                "energy has no per-pair split); ask for 'stress' instead")
+        extra = {"per_atom_stress": True} if per_atom else {}
+        preds = [b.predict([graph], slots, **extra)[0] for b in self._backends()]
         self.results = self._combine(preds)
         self.results["extrapolation"] = self.guard.verdict(atoms.numbers, reasons, [p.energy for p in preds])
 
@@ -302,6 +309,9 @@ class EFACalculator(Calculator):
         if preds[0].stress is not None:  # Voigt order xx yy zz yz xz xy, eV/Å³
             stress = np.mean([p.stress for p in preds], axis=0)
             res["stress"] = full_3x3_to_voigt_6_stress(stress).astype(forces.dtype)
+        if preds[0].stresses is not None:  # per atom, Voigt, eV/Å³; they sum to the stress
+            stresses = np.mean([p.stresses for p in preds], axis=0)
+            res["stresses"] = full_3x3_to_voigt_6_stress(stresses).astype(forces.dtype)
         if self.is_committee:
             res["energy_std"] = float(energies.std())
             res["forces_std"] = forces.std(axis=0).astype(forces.dtype)

@@ -198,3 +198,23 @@ def test_evaluate_batch_of_periodic_frames_equals_single_calls(model):
         assert abs(res["energy"] - e) < 1e-10 * abs(e)
         np.testing.assert_allclose(res["forces"], f, atol=1e-10)
         np.testing.assert_allclose(res["stress"], full_3x3_to_voigt_6_stress(s), atol=1e-12)
+
+
+def test_per_atom_stresses_sum_to_the_stress_and_repeat_in_a_supercell(model):
+    atoms = crystal(6)
+    atoms.calc = EFACalculator(model, dtype="float64", guard="off")
+    stresses = atoms.get_stresses()  # (n, 6) Voigt, eV/Å³
+    np.testing.assert_allclose(stresses.sum(axis=0), atoms.get_stress(), rtol=0, atol=1e-12)
+    big = crystal(6, repeat=(2, 1, 2))
+    big.calc = EFACalculator(model, dtype="float64", guard="off")
+    # the supercell has 4× the volume: every replica's per-atom stress is a quarter of its original's
+    np.testing.assert_allclose(big.get_stresses(), np.tile(stresses / 4, (4, 1)), rtol=0, atol=1e-12)
+
+
+def test_per_atom_stresses_of_a_dimer_are_half_its_pair_virial(model):
+    atoms = Atoms([14, 8], positions=[[5.0, 5.0, 5.0], [6.2, 5.9, 4.6]], cell=np.eye(3) * 20.0, pbc=True)
+    atoms.calc = EFACalculator(model, dtype="float64", guard="off")
+    r = atoms.positions[1] - atoms.positions[0]
+    w = np.outer(r, -atoms.get_forces()[1])  # r ⊗ ∂E/∂r with r = r_O − r_Si
+    expected = full_3x3_to_voigt_6_stress(0.5 * (w + w.T) / 2 / atoms.get_volume())
+    np.testing.assert_allclose(atoms.get_stresses(), [expected, expected], rtol=1e-10, atol=1e-14)

@@ -69,12 +69,15 @@ class Prediction(NamedTuple):
       forces: (n, 3) eV/Å in the backend's dtype.
       energies: (n,) per-atom energies in eV (with the shift) in the backend's dtype.
       stress: (3, 3) eV/Å³, ASE's sign (positive under tension), for periodic graphs; else ``None``.
+      stresses: (n, 3, 3) per-atom stresses in eV/Å³ (sum = ``stress``) when asked of a
+        local periodic model; else ``None``.
     """
 
     energy: float
     forces: np.ndarray
     energies: np.ndarray
     stress: Optional[np.ndarray] = None
+    stresses: Optional[np.ndarray] = None
 
 
 def cost_of(lowered) -> dict:
@@ -115,12 +118,14 @@ class Backend(abc.ABC):
         with self.precision.scope():
             return cost_of(self.lower(graphs, slots))
 
-    def physical(self, numbers, model_energies: np.ndarray, forces: np.ndarray, stress=None) -> Prediction:
+    def physical(self, numbers, model_energies: np.ndarray, forces: np.ndarray, stress=None,
+                 stresses=None) -> Prediction:
         """Add the energy shift (float64) to one structure's model atomic energies (the
         shift is per atom: it adds nothing to forces or stress)."""
         e_i = np.asarray(model_energies).astype(np.float64) + self.checkpoint.energy_shift.atomic(numbers)
+        as_array = (lambda a: None if a is None else np.array(a, self.np_dtype))
         return Prediction(float(np.sum(e_i)), np.array(forces, self.np_dtype), e_i.astype(self.np_dtype),
-                          None if stress is None else np.array(stress, self.np_dtype))
+                          as_array(stress), as_array(stresses))
 
     def check_finite(self, energies: np.ndarray, forces: np.ndarray, stress=None) -> None:
         """Raise ``FloatingPointError`` for non-finite values of real atoms (and of the stress)."""

@@ -20,7 +20,7 @@ from efa_calc.backends.base import Backend, Graph, Prediction, Slots
 from efa_calc.graphs.padding import edge_bucket, node_bucket, pad_graphs
 from efa_calc.nn.batch import Batch
 from efa_calc.nn.config import ModelConfig
-from efa_calc.nn.energy_model import energy_and_forces, energy_forces_stress
+from efa_calc.nn.energy_model import energy_and_forces, energy_forces_stress, energy_forces_stresses
 from efa_calc.nn.precision import Precision
 from efa_calc.nn.tensor import resolve_message_passing
 
@@ -43,6 +43,16 @@ def compiled_energy_forces_stress(config: ModelConfig):
 
     def fn(params, batch):
         return energy_forces_stress(params, config, batch)
+
+    return jax.jit(fn)
+
+
+@functools.lru_cache(maxsize=None)
+def compiled_energy_forces_stresses(config: ModelConfig):
+    """The process-wide jitted ``(params, periodic batch) -> (E_g, F, E_i, σ_g, σ_i)`` (no shift)."""
+
+    def fn(params, batch):
+        return energy_forces_stresses(params, config, batch)
 
     return jax.jit(fn)
 
@@ -94,6 +104,7 @@ class Potential(Backend):
             message_passing=resolve_message_passing(message_passing, platform))
         self.fn = compiled_energy_and_forces(self.config)
         self.fn_stress = compiled_energy_forces_stress(self.config)
+        self.fn_stresses = compiled_energy_forces_stresses(self.config)
         with self.precision.scope():
             self.params = jax.device_put(self.precision.cast(checkpoint.params), self.device)
 
@@ -107,29 +118,39 @@ class Potential(Backend):
                           slots.nodes_per_graph, slots.num_edges, slots.num_graphs, dtype=self.np_dtype,
                           shifts=shifts, cells=cells)
 
-    def _function(self, batch: Batch):
-        return self.fn_stress if batch.is_periodic else self.fn
+    def _function(self, batch: Batch, per_atom_stress: bool = False):
+        if not batch.is_periodic:
+            return self.fn
+        return self.fn_stresses if per_atom_stress else self.fn_stress
 
-    def run(self, batch: Batch) -> tuple[np.ndarray, ...]:
+    def run(self, batch: Batch, per_atom_stress: bool = False) -> tuple[np.ndarray, ...]:
         """Graph energies (G,), forces (N, 3) and atomic energies (N,) of the *model* (no shift)
         for a padded batch, plus the graphs' stresses (G, 3, 3) in eV/Å³ for a periodic
-        batch, as numpy arrays in the backend's dtype."""
+        batch (and per-atom stresses (N, 3, 3) with ``per_atom_stress``, local models only),
+        as numpy arrays in the backend's dtype."""
         # numpy inputs go straight into the jitted call (an explicit device_put of the
         # eight arrays costs more than a small molecule's whole model call on CPU)
         b = batch.replace(positions=np.asarray(batch.positions, self.np_dtype))
         with self.precision.scope(), jax.default_device(self.device):
-            return tuple(np.asarray(a) for a in self._function(b)(self.params, b))
+            return tuple(np.asarray(a) for a in self._function(b, per_atom_stress)(self.params, b))
 
-    def predict(self, graphs: Sequence[Graph], slots: Optional[Slots] = None) -> list[Prediction]:
+    def predict(self, graphs: Sequence[Graph], slots: Optional[Slots] = None,
+                per_atom_stress: bool = False) -> list[Prediction]:
+        """Predictions of ``graphs``; ``per_atom_stress`` adds per-atom stresses of periodic
+        graphs (a local model only: ValueError otherwise, before XLA)."""
+        if per_atom_stress and self.config.long_range is not None:
+            raise ValueError(f"per-atom stresses need a local model; {self.checkpoint.name!r} has a "
+                             f"{self.config.long_range.kind!r} block")
         batch = self.batch(graphs, slots)
-        _, forces, e_i, *stress = self.run(batch)
+        _, forces, e_i, *stress = self.run(batch, per_atom_stress and batch.is_periodic)
         mask = np.asarray(batch.node_mask)
         self.check_finite(e_i[mask], forces[mask], stress[0][np.asarray(batch.graph_mask)] if stress else None)
         s = batch.nodes_per_graph
         out = []
         for k, g in enumerate(graphs):
             rows = slice(k * s, k * s + len(g.numbers))
-            out.append(self.physical(g.numbers, e_i[rows], forces[rows], stress[0][k] if g.is_periodic else None))
+            out.append(self.physical(g.numbers, e_i[rows], forces[rows], stress[0][k] if g.is_periodic else None,
+                                     stress[1][rows] if len(stress) > 1 and g.is_periodic else None))
         return out
 
     def lower(self, graphs: Sequence[Graph], slots: Optional[Slots] = None):

@@ -11,6 +11,8 @@ N atom slots of G graphs, E pair slots::
     graph_mask      (G,)    bool, False for padding graphs
     cell_shifts     (E, 3)  lattice-vector counts n of every pair (periodic cells), or None
     cells           (G, 3, 3) Å, rows are the lattice vectors a, b, c, or None
+    pair_offsets    (E, 3)  Å added to every pair displacement, or None: kept at zero and
+                            differentiated for per-pair virials (:func:`energy_forces_stresses`)
 
 The displacement of pair e is r_e = R[src] − R[dst] + n_e · cell[graph of dst] (the image
 term only where ``cells`` is given); a molecule has neither field.  ``nodes_per_graph`` is
@@ -43,6 +45,7 @@ class Batch:
     graph_mask: Bool[Array, "G"]
     cell_shifts: Optional[Float[Array, "E 3"]] = None
     cells: Optional[Float[Array, "G 3 3"]] = None
+    pair_offsets: Optional[Float[Array, "E 3"]] = None
     nodes_per_graph: Optional[int] = flax.struct.field(pytree_node=False, default=None)
 
     @property

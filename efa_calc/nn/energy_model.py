@@ -38,7 +38,8 @@ from efa_calc.nn.precision import Precision
 from efa_calc.nn.radial import radial_function
 from efa_calc.nn.tensor import EdgeBasis, MessagePass, edge_basis
 
-__all__ = ["Batch", "EnergyModel", "atomic_energies", "energy_and_forces", "energy_forces_stress", "init_params"]
+__all__ = ["Batch", "EnergyModel", "atomic_energies", "energy_and_forces", "energy_forces_stress", "energy_forces_stresses",
+           "init_params"]
 
 
 def _mlp(x, features: int, name: str, zero_output: bool = True):
@@ -125,6 +126,8 @@ def _edge_basis(cfg: ModelConfig, batch: Batch, neighbour_positions) -> EdgeBasi
     disp = neighbour_positions[batch.src_idx] - batch.positions[batch.dst_idx]
     if batch.cells is not None:  # periodic images: r_j + n·cell − r_i
         disp = disp + jnp.einsum("ed,edk->ek", batch.cell_shifts, batch.cells[batch.batch_segments[batch.dst_idx]])
+    if batch.pair_offsets is not None:  # zero; its gradient is ∂E/∂r_e (per-pair virials)
+        disp = disp + batch.pair_offsets
     far = jnp.asarray([2.0 * cfg.cutoff + 1.0, 0.0, 0.0], dtype)
     disp = jnp.where(batch.edge_mask[:, None], disp, far)
     basis = edge_basis(
@@ -237,3 +240,49 @@ def energy_forces_stress(
     volume = jnp.abs(jnp.linalg.det(batch.cells))
     stress = dedstrain / jnp.where(batch.graph_mask, volume, 1.0)[:, None, None]
     return e_g, -grad, e_i, jnp.where(batch.graph_mask[:, None, None], stress, 0.0)
+
+
+def energy_forces_stresses(
+    params: dict, config: ModelConfig, batch: Batch
+) -> tuple[Float[Array, "G"], Float[Array, "N 3"], Float[Array, "N"], Float[Array, "G 3 3"], Float[Array, "N 3 3"]]:
+    """:func:`energy_forces_stress` plus per-atom stresses σ_i (eV/Å³) of a local model.
+
+    A local model depends on the positions only through the pair displacements r_e, so
+    its strain derivative is the pair virial Σ_e r_e ⊗ ∂E/∂r_e.  Each pair's share is split
+    half and half between its two atoms (ASE's and LAMMPS's convention for per-atom
+    virials):  σ_i = (1/2V) Σ_{e ∋ i} sym(r_e ⊗ ∂E/∂r_e),  and Σ_i σ_i = σ_g exactly.
+    ∂E/∂r_e comes from the same backward pass, through a zero ``pair_offsets`` input.
+
+    Raises:
+      ValueError: for a model with a long-range block (its energy depends on positions
+        beyond the pairs, so no per-pair split exists) or a non-periodic batch.
+    """
+    if batch.cells is None:
+        raise ValueError("energy_forces_stresses needs a periodic batch (batch.cells)")
+    if config.long_range is not None:
+        raise ValueError(f"per-atom stresses need a local model; this one has a {config.long_range.kind!r} block")
+    seg, dtype = batch.batch_segments, batch.positions.dtype
+
+    def total(positions, strain, offsets):
+        sym = 0.5 * (strain + jnp.swapaxes(strain, 1, 2))
+        deformed = batch.replace(positions=positions + jnp.einsum("nd,nde->ne", positions, sym[seg]),
+                                 cells=batch.cells + jnp.einsum("gad,gde->gae", batch.cells, sym),
+                                 pair_offsets=offsets)
+        e_i = atomic_energies(params, config, deformed)
+        return jnp.sum(e_i), e_i
+
+    zero_strain = jnp.zeros((batch.num_graphs, 3, 3), dtype)
+    zero_offsets = jnp.zeros((batch.dst_idx.shape[0], 3), dtype)
+    (_, e_i), (grad, dedstrain, dedr) = jax.value_and_grad(total, argnums=(0, 1, 2), has_aux=True)(
+        batch.positions, zero_strain, zero_offsets)
+    disp = batch.positions[batch.src_idx] - batch.positions[batch.dst_idx] + jnp.einsum(
+        "ed,edk->ek", batch.cell_shifts, batch.cells[seg[batch.dst_idx]])
+    w = jnp.einsum("ea,eb->eab", disp, dedr) * batch.edge_mask[:, None, None].astype(dtype)
+    w = 0.5 * (w + jnp.swapaxes(w, 1, 2))
+    n = batch.positions.shape[0]
+    w_i = 0.5 * (jax.ops.segment_sum(w, batch.dst_idx, n) + jax.ops.segment_sum(w, batch.src_idx, n))
+    e_g = jnp.where(batch.graph_mask, jax.ops.segment_sum(e_i, seg, batch.num_graphs), 0.0)
+    volume = jnp.where(batch.graph_mask, jnp.abs(jnp.linalg.det(batch.cells)), 1.0)
+    stress = jnp.where(batch.graph_mask[:, None, None], dedstrain / volume[:, None, None], 0.0)
+    stresses = w_i / volume[seg][:, None, None] * batch.node_mask[:, None, None].astype(dtype)
+    return e_g, -grad, e_i, stress, stresses
