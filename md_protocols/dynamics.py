@@ -66,6 +66,7 @@ def run_dynamics(ctx: RunContext, atoms, calc, ensemble: str, *, write_every: in
     """Run (or resume) MD of ``atoms`` for ``ctx['steps']`` steps in total.
 
     Settings used from ``ctx``: ``steps``, ``timestep_fs`` (fs), ``temperature_K`` (K),
+    ``write_every``/``log_every`` (when the protocol has them; else the arguments),
     ``thermostat`` (NVT), ``seed``, ``guard`` (default ``"error"``), ``engine`` (default
     ``"ase"``) and ``replicas`` (default 1, jax engine only).  The guards
     (:mod:`md_protocols.engines.guards`) stop the run — keeping everything written so far,
@@ -92,6 +93,9 @@ def run_dynamics(ctx: RunContext, atoms, calc, ensemble: str, *, write_every: in
     from md_protocols.engines import get_engine
 
     name = ctx.settings.get("engine", "ase")
+    # protocols that expose them (nvt, nve, npt) let the user thin the outputs
+    write_every = int(ctx.settings.get("write_every", write_every))
+    log_every = int(ctx.settings.get("log_every", log_every))
     replicas = int(ctx.settings.get("replicas", 1))
     check_engine(name, ensemble, ctx.settings.get("thermostat", "langevin"), replicas, bool(atoms.pbc.any()))
     if not float(ctx["timestep_fs"]) > 0:

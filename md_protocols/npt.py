@@ -42,7 +42,8 @@ DESCRIPTION = "NPT (MTK barostat) of your periodic structure (--structure FILE -
 DEFAULTS = {"structure": None, "model": None, "steps": 5000, "timestep_fs": 2.0, "temperature_K": 300.0,
             "pressure_bar": 1.01325, "barostat": "isotropic", "tdamp_fs": 100.0, "pdamp_fs": 1000.0,
             "equilibration_steps": 0, "isolated_energy_eV": None, "molecule_atoms": 1, "dtype": "float32",
-            "seed": 0, "guard": "error", **ENGINE_DEFAULTS}
+            "seed": 0, "guard": "error",
+            "write_every": 1, "log_every": 1, **ENGINE_DEFAULTS}
 SETTINGS = {
     "equilibration_steps": Setting(int, "steps left out of the summary's means (equilibration)", "", 0, 100_000_000),
     "isolated_energy_eV": Setting(float, "the model's energy of one isolated molecule (or atom), for the heat of "

@@ -94,6 +94,8 @@ SETTINGS: dict[str, Setting] = {
     "tdamp_fs": Setting(float, "NPT thermostat time constant (Nosé–Hoover chain)", "fs", 0, 1e7, lo_open=True),
     "pdamp_fs": Setting(float, "NPT barostat time constant (MTK cell chain; ~1000 time steps)", "fs", 0, 1e8,
                         lo_open=True),
+    "write_every": Setting(int, "write a trajectory frame every N steps", "", 1, 100_000_000),
+    "log_every": Setting(int, "write a log.csv row every N steps", "", 1, 100_000_000),
     "relax_cell": Setting(bool, "optimise the cell too (ASE FrechetCellFilter; periodic structures only)"),
     "fmax": Setting(float, "force convergence threshold", "eV/Å", 0, 100, lo_open=True),
     "max_steps": Setting(int, "largest number of optimiser steps", "", 1, 10_000_000),

@@ -264,3 +264,14 @@ def test_npt_of_a_dilute_gas_gives_its_analytic_mean_volume(tmp_path, pressure_b
     assert ctx.status == "completed"
     volumes = [float(r["volume_A3"]) for r in _log(tmp_path / "log.csv")[500:]]
     assert np.mean(volumes) == pytest.approx(expected, rel=0.12)
+
+
+def test_write_every_and_log_every_thin_the_outputs_and_resume(tmp_path, argon):
+    """--write-every 3 --log-every 2: frames at steps 0, 3, 6, log rows at 0, 2, 4, 6, 8; a
+    resumed run continues the same grid (no frame lost or doubled)."""
+    kw = {**_npt(argon), "write_every": 3, "log_every": 2}
+    execute(protocols()["npt"], tmp_path / "t", steps=4, **kw)
+    execute(protocols()["npt"], tmp_path / "t", steps=8, resume=True, **kw)
+    assert [int(r["step"]) for r in _log(tmp_path / "t" / "log.csv")] == [0, 2, 4, 6, 8]
+    frames = read(tmp_path / "t" / "trajectory.extxyz", index=":")
+    assert len(frames) == 3 and all(f.cell.volume > 0 for f in frames)

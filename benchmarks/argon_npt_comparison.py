@@ -1,0 +1,230 @@
+"""NPT of 500 argon atoms at 94.4 K and 1 atm with ``argon-local``, three ways, against LAMMPS's LJ.
+
+The model ``argon-local`` is trained on LAMMPS's ``lj/smooth/linear 8.5`` argon, so its NPT
+density must equal LAMMPS's own NPT of that potential (``benchmarks/lammps_argon_npt.py``,
+``benchmarks/results/lammps_argon_npt.json``) within the standard errors; any difference is an
+error of the model or of our NPT.  Runs (each a separate process, so they can run side by side):
+
+* ``--run ase``:    ``efa-md run npt --engine ase`` (ASE's IsotropicMTKNPT);
+* ``--run jax``:    ``efa-md run npt --engine jax`` (jax-md's ``npt_nose_hoover``);
+* ``--run lammps``: LAMMPS integrates (``fix npt``, Nosé–Hoover), efa-calc supplies energy,
+  forces and virial through ``fix external`` (:mod:`efa_calc.interfaces.lammps`);
+* ``--run summary``: collects what exists into ``benchmarks/results/argon_npt_comparison.json``
+  and ``docs/figures/argon_npt_comparison.png``.
+
+All start from the same 500-atom 94.4 K / 1 atm liquid frame of the held-out test split
+(``models/data/argon/argon_lj_test.extxyz``), use 2 fs steps, thermostat time 100 fs and
+barostat time 1000 fs (LAMMPS's ``tdamp``/``pdamp``, ASE's ``tdamp``/``pdamp``), sample every
+0.2 ps, and leave the first ``--equilibration-ps`` out.  Means and standard errors of the
+correlated series: :func:`efa_calc.timeseries.mean_and_standard_error`.  Units: g/cm³, eV,
+K, bar, ps.
+
+    python benchmarks/argon_npt_comparison.py --run ase --production-ps 100
+    python benchmarks/argon_npt_comparison.py --run summary
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from ase import units
+from ase.io import read, write
+
+from efa_calc.timeseries import mean_and_standard_error
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+MASS = 39.948
+AMU_PER_A3_TO_G_PER_CM3 = 1.66053906660
+EV_TO_KJ_PER_MOL = units.mol / units.kJ
+T_K, P_BAR, DT_FS, TDAMP_FS, PDAMP_FS, SAMPLE_PS = 94.4, 1.01325, 2.0, 100.0, 1000.0, 0.2
+
+
+def start_frame() -> "ase.Atoms":  # noqa: F821
+    """The last 500-atom 94.4 K liquid frame of the held-out test split."""
+    frames = [f for f in read(ROOT / "models/data/argon/argon_lj_test.extxyz", ":")
+              if len(f) == 500 and f.info.get("kind") == "liquid" and abs(float(f.info.get("temperature_K", T_K))
+                                                                       - T_K) < 1.0]
+    if not frames:
+        raise SystemExit("no 500-atom 94.4 K liquid frame in argon_lj_test.extxyz")
+    atoms = frames[-1]
+    atoms.calc = None
+    return atoms
+
+
+def isolated_atom_energy(dtype: str) -> float:
+    """The model's energy of one Ar atom without neighbours (eV), for ΔH_vap."""
+    from ase import Atoms
+
+    from efa_calc import EFACalculator
+
+    atom = Atoms("Ar", positions=[[0.0, 0.0, 0.0]], cell=np.eye(3) * 30.0, pbc=True)
+    atom.calc = EFACalculator("argon-local", dtype=dtype, guard="off")
+    return float(atom.get_potential_energy())
+
+
+def run_efa_md(engine: str, out: Path, args) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    structure = out / "start.extxyz"
+    if not structure.exists():
+        write(structure, start_frame())
+    steps = int(round((args.equilibration_ps + args.production_ps) * 1000 / DT_FS))
+    sample = int(round(SAMPLE_PS * 1000 / DT_FS))
+    cmd = [sys.executable, "-m", "md_protocols.cli", "run", "npt", "--out", str(out / "run"), "--quiet",
+           "--structure", str(structure), "--model", "argon-local", "--engine", engine,
+           "--temperature", str(T_K), "--pressure", str(P_BAR), "--timestep", str(DT_FS),
+           "--tdamp", str(TDAMP_FS), "--pdamp", str(PDAMP_FS), "--steps", str(steps),
+           "--equilibration-steps", str(int(round(args.equilibration_ps * 1000 / DT_FS))),
+           "--write-every", str(sample), "--log-every", str(sample), "--dtype", args.dtype,
+           "--isolated-energy", repr(isolated_atom_energy(args.dtype)), "--seed", str(args.seed)]
+    if (out / "run" / "state.json").exists():
+        cmd.append("--resume")
+    t0 = time.perf_counter()
+    subprocess.run(cmd, check=True)
+    (out / "wall_s.txt").write_text(f"{time.perf_counter() - t0:.1f}\n")
+
+
+def run_lammps(out: Path, args) -> None:
+    """LAMMPS ``fix npt`` with argon-local through ``fix external``; writes ``series.csv``."""
+    from efa_calc.generate.lammps_labeller import setup_lammps_system
+    from efa_calc.interfaces.lammps import attach
+    from efa_calc.interfaces.lammps_runtime import new_lammps
+
+    out.mkdir(parents=True, exist_ok=True)
+    atoms = start_frame()
+    n = len(atoms)
+    lmp = new_lammps()
+    setup_lammps_system(lmp, atoms, ["Ar"], ["pair_style zero 9.0", "pair_coeff * *"], {"Ar": MASS})
+    sample = int(round(SAMPLE_PS * 1000 / DT_FS))
+    lmp.commands_list([
+        f"timestep {DT_FS / 1000!r}", "fix efa all external pf/callback 1 1",
+        "fix_modify efa energy yes virial yes",
+        f"velocity all create {T_K!r} {args.seed + 1} mom yes rot no dist gaussian",
+        f"fix npt all npt temp {T_K!r} {T_K!r} {TDAMP_FS / 1000!r} iso {P_BAR!r} {P_BAR!r} {PDAMP_FS / 1000!r}",
+        "thermo_style custom step temp pe press vol", f"thermo {sample}",
+    ])
+    fix = attach(lmp, "argon-local", ["Ar"], dtype=args.dtype, guard="warn")
+    rows = []
+    total = int(round((args.equilibration_ps + args.production_ps) / SAMPLE_PS))
+    t0 = time.perf_counter()
+    for k in range(1, total + 1):
+        lmp.command(f"run {sample} pre {'yes' if k == 1 else 'no'} post no")
+        fix.raise_if_failed()
+        vol = float(lmp.get_thermo("vol"))
+        rows.append({"time_ps": k * SAMPLE_PS, "volume_A3": vol,
+                     "density_g_cm3": n * MASS / vol * AMU_PER_A3_TO_G_PER_CM3,
+                     "epot_eV": float(lmp.get_thermo("pe")), "temperature_K": float(lmp.get_thermo("temp")),
+                     "pressure_bar": float(lmp.get_thermo("press"))})
+        if k % 50 == 0:
+            _write_rows(out / "series.csv", rows)
+    lmp.close()
+    _write_rows(out / "series.csv", rows)
+    (out / "wall_s.txt").write_text(f"{time.perf_counter() - t0:.1f}\n")
+
+
+def _write_rows(path: Path, rows: list[dict]) -> None:
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+
+
+def _series(name: str, out: Path) -> dict | None:
+    """time (ps), density (g/cm³) and potential energy (eV) of one run, or None if absent."""
+    path = out / ("series.csv" if name == "lammps" else "run/log.csv")
+    if not path.exists():
+        return None
+    with open(path) as f:
+        rows = list(csv.DictReader(f))
+    t = np.array([float(r["time_ps"]) if "time_ps" in r else float(r["time_fs"]) / 1000 for r in rows])
+    return {"time_ps": t, "density_g_cm3": np.array([float(r["density_g_cm3"]) for r in rows]),
+            "epot_eV": np.array([float(r["epot_eV"]) for r in rows])}
+
+
+def summary(args) -> dict:
+    ref = json.loads((RESULTS / "lammps_argon_npt.json").read_text())
+    rho_ref = ref["results"]["density_g_cm3"]
+    out = {"description": __doc__.split("\n")[0], "units": "g/cm^3, kJ/mol, ps",
+           "settings": {"temperature_K": T_K, "pressure_bar": P_BAR, "timestep_fs": DT_FS, "tdamp_fs": TDAMP_FS,
+                        "pdamp_fs": PDAMP_FS, "sample_ps": SAMPLE_PS, "equilibration_ps": args.equilibration_ps,
+                        "dtype": args.dtype},
+           "lammps_lj_reference": {"density_g_cm3": rho_ref["mean"], "se": rho_ref["se"],
+                                   "heat_of_vaporization_kJ_mol": ref["results"]["heat_of_vaporization"]["kJ_per_mol"]},
+           "runs": {}}
+    e_gas = isolated_atom_energy(args.dtype)
+    series = {}
+    for name in ("ase", "jax", "lammps"):
+        s = _series(name, args.work / name)
+        if s is None:
+            continue
+        keep = s["time_ps"] > args.equilibration_ps + 1e-9
+        if keep.sum() < 20:
+            continue
+        series[name] = s
+        rho, se, g = mean_and_standard_error(s["density_g_cm3"][keep])
+        u, se_u, _ = mean_and_standard_error(s["epot_eV"][keep] / 500)
+        dh = (e_gas - u + units.kB * T_K) * EV_TO_KJ_PER_MOL
+        wall = args.work / name / "wall_s.txt"
+        out["runs"][name] = {
+            "production_ps": float(s["time_ps"][keep][-1] - args.equilibration_ps), "density_g_cm3": rho, "se": se,
+            "statistical_inefficiency": g, "relative_difference_to_lammps_lj": rho / rho_ref["mean"] - 1,
+            "difference_in_combined_se": (rho - rho_ref["mean"]) / np.hypot(se, rho_ref["se"]),
+            "heat_of_vaporization_kJ_mol": dh, "se_heat_of_vaporization_kJ_mol": se_u * EV_TO_KJ_PER_MOL,
+            "wall_s": float(wall.read_text()) if wall.exists() else None,
+        }
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "argon_npt_comparison.json").write_text(json.dumps(out, indent=1) + "\n")
+    _plot(series, out)
+    return out
+
+
+def _plot(series: dict, out: dict) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ref = out["lammps_lj_reference"]
+    fig, ax = plt.subplots(figsize=(7.5, 4))
+    ax.axhspan(ref["density_g_cm3"] - ref["se"], ref["density_g_cm3"] + ref["se"], color="0.8",
+               label=f"LAMMPS LJ: {ref['density_g_cm3']:.4f} ± {ref['se']:.4f}")
+    for k, (name, s) in enumerate(series.items()):
+        r = out["runs"][name]
+        ax.plot(s["time_ps"], s["density_g_cm3"], lw=0.6, color=f"C{k}",
+                label=f"argon-local, {name}: {r['density_g_cm3']:.4f} ± {r['se']:.4f}")
+    ax.axvline(out["settings"]["equilibration_ps"], color="k", lw=0.8, ls=":")
+    ax.set(xlabel="time (ps)", ylabel="density (g/cm³)", title="NPT, 500 Ar, 94.4 K, 1 atm")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = ROOT / "docs" / "figures" / "argon_npt_comparison.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--run", choices=("ase", "jax", "lammps", "summary"), required=True)
+    p.add_argument("--work", type=Path, default=ROOT / "benchmarks" / "runs" / "argon_npt", help="run directories")
+    p.add_argument("--equilibration-ps", type=float, default=10.0)
+    p.add_argument("--production-ps", type=float, default=100.0)
+    p.add_argument("--dtype", default="float32", choices=("float32", "float64"))
+    p.add_argument("--seed", type=int, default=1)
+    args = p.parse_args(argv)
+    if args.run == "summary":
+        print(json.dumps(summary(args)["runs"], indent=1))
+    elif args.run == "lammps":
+        run_lammps(args.work / "lammps", args)
+    else:
+        run_efa_md(args.run, args.work / args.run, args)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
