@@ -84,3 +84,34 @@ def test_an_error_in_the_force_reaches_the_caller():
     context, _ = _context(atoms, make_force(MODEL, atoms.numbers))
     with pytest.raises(Exception, match="closer"):
         context.getState(getEnergy=True)
+
+
+def test_periodic_box_and_monte_carlo_barostat_with_argon_local():
+    """A periodic argon box: energy and forces through the Context equal the calculator's with
+    OpenMM's box as the cell, and OpenMM's Monte Carlo barostat changes the box."""
+    from ase.build import bulk
+
+    atoms = bulk("Ar", "fcc", a=5.8, cubic=True).repeat(3)
+    atoms.rattle(0.05, seed=2)
+    force = make_force("argon-local", atoms.numbers, periodic=True, dtype="float64", guard="off")
+    system = openmm.System()
+    for m in atoms.get_masses():
+        system.addParticle(float(m))
+    system.setDefaultPeriodicBoxVectors(*(openmm.Vec3(*row) * 0.1 for row in atoms.cell.array))
+    system.addForce(force)
+    barostat = openmm.MonteCarloBarostat(1000.0 * unit.bar, 90.0 * unit.kelvin, 1)
+    system.addForce(barostat)
+    integrator = openmm.LangevinMiddleIntegrator(90.0 * unit.kelvin, 1.0 / unit.picosecond, 2.0 * unit.femtoseconds)
+    context = openmm.Context(system, integrator, openmm.Platform.getPlatformByName("Reference"))
+    context.setPositions(atoms.positions * 0.1)
+    state = context.getState(getEnergy=True, getForces=True)
+    e = state.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole) / EV_IN_KJ_PER_MOL
+    f = state.getForces(asNumpy=True).value_in_unit(unit.kilojoule_per_mole / unit.angstrom) / EV_IN_KJ_PER_MOL
+    atoms.calc = EFACalculator("argon-local", dtype="float64", guard="off")
+    assert abs(e - atoms.get_potential_energy()) < 1e-6
+    np.testing.assert_allclose(f, atoms.get_forces(), rtol=0, atol=1e-6)
+    v0 = atoms.get_volume()
+    context.setVelocitiesToTemperature(90.0 * unit.kelvin, 3)
+    integrator.step(20)
+    box = context.getState().getPeriodicBoxVectors(asNumpy=True).value_in_unit(unit.angstrom)
+    assert abs(np.linalg.det(np.asarray(box)) - v0) > 1e-3 * v0  # the barostat accepted moves

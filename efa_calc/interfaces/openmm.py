@@ -18,8 +18,8 @@ with EV_IN_KJ_PER_MOL = e · N_A / 1000 = 96.485 332 123 310 02, exact in SI 201
 are defined constants) and equal to OpenMM's own ``openmm.unit`` conversion.
 
 Periodic boxes: ``periodic=True`` passes OpenMM's box vectors as the cell (so the Monte Carlo
-barostat, which rescales the box and asks for energies, works) — for periodic models only;
-none exists until periodic cells do (issue 22), so it is refused today.
+barostat, which rescales the box and asks for energies, works) — for periodic models only
+(trained on periodic data, e.g. ``argon-local``); a molecular model refuses it.
 
 Errors inside the force (atoms closer than 0.3 Å, ``guard="error"``) propagate as
 exceptions out of ``Context.getState`` / ``Integrator.step``.  The force is not meant for
@@ -90,7 +90,7 @@ def make_force(model, numbers, *, periodic: bool = False, **calculator_kwargs):
       numbers: atomic number (or chemical symbol) of every particle of the System, in
         particle order; the force acts on all of them (``force.setParticles`` restricts it
         to a subset, then ``numbers`` describes that subset, in its order).
-      periodic: use OpenMM's periodic box as the cell (periodic models only; issue 22).
+      periodic: use OpenMM's periodic box as the cell (periodic models only, e.g. ``argon-local``).
       calculator_kwargs: passed to ``EFACalculator`` (``dtype="float64"``, ``guard=``, ...).
 
     Returns:
@@ -120,8 +120,8 @@ def make_force(model, numbers, *, periodic: bool = False, **calculator_kwargs):
             raise InputError(f"numbers: element(s) {', '.join(unknown)} not known to the model; it knows "
                              f"{', '.join(species)}")
     if periodic and not model_is_periodic(calc):
-        raise InputError("make_force: periodic=True, but the model is molecular (periodic cells do not exist "
-                         "yet, issue 22); build a non-periodic System")
+        raise InputError("make_force: periodic=True, but the model is molecular (not trained on periodic data); "
+                         "build a non-periodic System or use a periodic model such as argon-local")
     computation = EFAForceComputation(calc, z, bool(periodic))
     force = openmm.PythonForce(computation)
     force.setUsesPeriodicBoundaryConditions(bool(periodic))
