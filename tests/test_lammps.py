@@ -276,6 +276,16 @@ def test_cli_runs_the_nve_example(tmp_path, capsys, monkeypatch):
     assert "Loop time" in log and "Step" in log
 
 
+def test_cli_runs_the_periodic_npt_example(tmp_path, capsys, monkeypatch):
+    """examples/lammps/in.argon-npt (256 Ar, fix npt) with argon-local through the CLI, 10 steps."""
+    monkeypatch.chdir(tmp_path)
+    code = main(["lammps", str(REPO / "examples/lammps/in.argon-npt"), "--model", "argon-local", "--elements", "Ar",
+                 "--var", "steps", "10"])
+    assert code == 0, capsys.readouterr().err
+    assert "done at step 10, 11 model calls" in capsys.readouterr().out
+    assert "Volume" in (tmp_path / "log.lammps").read_text()
+
+
 def test_libmpi_is_found_without_ld_library_path(tmp_path):
     """A fresh process without LD_LIBRARY_PATH (the loader reads it only at start) creates a LAMMPS instance."""
     env = {k: v for k, v in os.environ.items() if k != "LD_LIBRARY_PATH"}

@@ -109,8 +109,8 @@ def check_lammps_state(lmp, fix_id: str, elements: list[str], species, periodic_
     if any(pbc) and not periodic_model:
         axes = ", ".join("xyz"[i] for i in range(3) if pbc[i])
         raise InputError(f"the LAMMPS box is periodic along {axes} (boundary "
-                         f"{' '.join('p' if p else 'f' for p in pbc)}); the model is molecular (periodic cells "
-                         f"do not exist yet, issue 22): use 'boundary f f f' or 's s s'")
+                         f"{' '.join('p' if p else 'f' for p in pbc)}); the model is molecular (not trained on "
+                         f"periodic data): use 'boundary f f f' or 's s s', or a periodic model such as argon-local")
 
 
 def finite_virial(positions: np.ndarray, forces: np.ndarray) -> np.ndarray:
