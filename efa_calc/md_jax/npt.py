@@ -40,7 +40,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-__all__ = ["npt_simulator", "init_npt", "npt_cells", "NPT_CHAIN_LENGTH"]
+__all__ = ["npt_simulator", "linearised_energy", "init_npt", "npt_cells", "NPT_CHAIN_LENGTH"]
 
 #: Nosé–Hoover chain length of the thermostat and of the barostat
 NPT_CHAIN_LENGTH = 3
@@ -56,21 +56,34 @@ def _functions(md, energy_fn):
                                     thermostat_kwargs={**_CHAIN, "tau": md.tau})
 
 
+def linearised_energy(fe, params, tap: dict | None = None):
+    """jax-md's ``energy_fn(R, box=B, perturbation=1 + ε)`` (eV) of the model: its
+    linearisation E − F·(R − R̄) + tr W · ε at (R̄, B) (value and first derivatives in R and
+    ε exact; ``fe`` the periodic force function, B jax-md's box = cellᵀ, Å); leaves E and
+    W in ``tap``."""
+    tap = {} if tap is None else tap
+
+    def energy_fn(R, box=None, perturbation=1.0, **unused):
+        r0 = jax.lax.stop_gradient(R)
+        f, e, w = fe(params, r0, jax.lax.stop_gradient(box).T)
+        tap["energy"], tap["virial"] = e, w
+        return e - jnp.sum(f * (R - r0)) + jnp.trace(w) * (perturbation - 1.0)
+
+    return energy_fn
+
+
 def npt_simulator(md, fe, params):
     """``replica(state, cur) -> (state, {"epot", "virial"})``: one NPT step of one replica;
     ``cur`` holds the model energy (eV) and W (3, 3) eV of ``state`` (see the module
     docstring); ``fe`` the periodic force function."""
     tap: dict = {}
+    model = linearised_energy(fe, params, tap)
 
     def energy_fn(R, box=None, perturbation=1.0, **unused):
-        eps = perturbation - 1.0
         tap["calls"] += 1
         if tap["calls"] == 1:  # start of the step: the state the previous step ended in
-            return tap["cur"]["epot"] + jnp.trace(tap["cur"]["virial"]) * eps
-        r0 = jax.lax.stop_gradient(R)
-        f, e, w = fe(params, r0, jax.lax.stop_gradient(box).T)
-        tap["energy"], tap["virial"] = e, w
-        return e - jnp.sum(f * (R - r0)) + jnp.trace(w) * eps
+            return tap["cur"]["epot"] + jnp.trace(tap["cur"]["virial"]) * (perturbation - 1.0)
+        return model(R, box=box, perturbation=perturbation)
 
     _, apply = _functions(md, energy_fn)
     apply = getattr(apply, "__wrapped__", apply)
