@@ -95,7 +95,7 @@ def run_dynamics(ctx: RunContext, atoms, calc, ensemble: str, *, write_every: in
     replicas = int(ctx.settings.get("replicas", 1))
     cutoff = getattr(calc, "cutoff", None)
     check_engine(name, ensemble, ctx.settings.get("thermostat", "langevin"), replicas, bool(atoms.pbc.any()),
-                 atoms.cell.array, cutoff, (engine_options.get("npt") or {}).get("barostat"))
+                 atoms.cell.array, cutoff, (engine_options.get("npt") or {}).get("barostat"), atoms.pbc)
     if not float(ctx["timestep_fs"]) > 0:
         raise SettingError(f"--timestep = {ctx['timestep_fs']!r}: allowed: a number > 0 fs")
     if ensemble == "npt":

@@ -132,11 +132,11 @@ def _npt(argon, **kw):
 
 
 def test_npt_jax_conserves_the_invariant_and_resumes_exactly(tmp_path, argon):
-    """40 steps in chunks of 10 against 20 steps then --resume to 40: byte-identical log and
+    """40 steps against 20 steps then --resume to 40: byte-identical log and
     trajectory (the box and both chains are in state.npz); the MTK invariant econs_eV (with
     P V) stays constant while the volume and E_pot + E_kin move; frames carry the cell; the
     pressure column is the calculator's virial pressure of the frame."""
-    kw = _npt(argon, chunk_steps=10)
+    kw = _npt(argon)
     execute(protocols()["npt"], tmp_path / "one", steps=40, **kw)
     execute(protocols()["npt"], tmp_path / "two", steps=20, **kw)
     s = execute(protocols()["npt"], tmp_path / "two", steps=40, resume=True, **kw)
@@ -181,7 +181,6 @@ def test_a_shrinking_box_stops_at_the_cell_height_guard(argon):
     stops at the first step whose smallest height is not above 2 × cutoff = 8 Å; the kept
     steps all lie above it."""
     import jax
-    import jax.numpy as jnp
 
     from efa_calc.md_jax import FLAGS
     from efa_calc.md_jax.periodic import cell_heights
@@ -208,6 +207,7 @@ def test_a_shrinking_box_stops_at_the_cell_height_guard(argon):
     ({"nonperiodic": True}, "periodic in all three directions"),
 ])
 def test_bad_jax_npt_input_is_refused_before_any_work(tmp_path, argon, change, match):
+    """Small cells, the anisotropic barostat and NPT of a slab, before any output."""
     kw = _npt(argon)
     if change.pop("small_cell", False):
         write(tmp_path / "small.extxyz", argon_box(repeat=1))  # 5.6 Å < 2 × 4 Å
@@ -219,6 +219,16 @@ def test_bad_jax_npt_input_is_refused_before_any_work(tmp_path, argon, change, m
         kw["structure"] = str(tmp_path / "slab.extxyz")
     with pytest.raises(SettingError, match=match):
         execute(protocols()["npt"], tmp_path / "x", steps=3, **{**kw, **change})
+    assert not (tmp_path / "x").exists()
+
+
+def test_a_slab_on_the_jax_engine_is_refused_naming_the_ase_engine(tmp_path, argon):
+    atoms = read(argon["structure"])
+    atoms.pbc = (True, True, False)
+    write(tmp_path / "slab.extxyz", atoms)
+    match = r"periodic in all three directions.*pbc=\[True, True, False\].*--engine ase"
+    with pytest.raises(SettingError, match=match):
+        execute(protocols()["nvt"], tmp_path / "x", steps=3, **{**argon, "structure": str(tmp_path / "slab.extxyz")})
     assert not (tmp_path / "x").exists()
 
 
