@@ -201,6 +201,19 @@ def test_a_shrinking_box_stops_at_the_cell_height_guard(argon):
     assert 5 < out.steps_done < 59 and np.min(cell_heights(kept)) > 2 * CUTOFF
 
 
+@pytest.mark.parametrize("height, fires", [(8.5, False), (8.0, True), (7.9, True), (np.nan, True)])
+def test_the_cell_height_guard_means_the_same_on_host_and_device(height, fires):
+    import jax.numpy as jnp
+
+    from md_protocols.engines.guards import GUARD_BY_NAME
+
+    g, lim = GUARD_BY_NAME["cell_height"], {"cell_height_min_A": 2 * CUTOFF}
+    assert g.fires({"cell_height_A": np.float64(height)}, lim, np) == fires
+    assert bool(g.predicate({"cell_height_A": jnp.asarray(height)}, lim, jnp)) == fires
+    assert "--engine ase" in g.message({"cell_height_A": height}, lim, 12) and "step 12" in g.message(
+        {"cell_height_A": height}, lim, 12)
+
+
 @pytest.mark.parametrize("change, match", [
     ({"small_cell": True}, "twice the model's cutoff.*--engine ase"),
     ({"barostat": "anisotropic"}, "--barostat.*--engine ase"),
