@@ -97,7 +97,9 @@ def run_dynamics(ctx: RunContext, atoms, calc, ensemble: str, *, write_every: in
     write_every = int(ctx.settings.get("write_every", write_every))
     log_every = int(ctx.settings.get("log_every", log_every))
     replicas = int(ctx.settings.get("replicas", 1))
-    check_engine(name, ensemble, ctx.settings.get("thermostat", "langevin"), replicas, bool(atoms.pbc.any()))
+    cutoff = getattr(calc, "cutoff", None)
+    check_engine(name, ensemble, ctx.settings.get("thermostat", "langevin"), replicas, bool(atoms.pbc.any()),
+                 atoms.cell.array, cutoff, (engine_options.get("npt") or {}).get("barostat"), atoms.pbc)
     if not float(ctx["timestep_fs"]) > 0:
         raise SettingError(f"--timestep = {ctx['timestep_fs']!r}: allowed: a number > 0 fs")
     if ensemble == "npt":

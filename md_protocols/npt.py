@@ -1,6 +1,8 @@
 """NPT dynamics of your own periodic structure (``--structure FILE`` with a cell, pbc in all
-three directions): ASE's Martyna–Tobias–Klein integrators at ``--temperature K`` and
-``--pressure BAR``.
+three directions): Martyna–Tobias–Klein integrators at ``--temperature K`` and
+``--pressure BAR`` — ASE's (``--engine ase``, default) or jax-md's isotropic
+``npt_nose_hoover`` inside XLA (``--engine jax``; cells whose heights exceed twice the
+model's cutoff; ``--tdamp``/``--pdamp`` mapped as in :mod:`md_protocols.engines.jax_engine`).
 
 ``--barostat isotropic`` (default, ``IsotropicMTKNPT``: the cell scaled uniformly) or
 ``anisotropic`` (``MTKNPT``: all nine cell components); Nosé–Hoover chains on the particles

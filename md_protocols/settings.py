@@ -260,9 +260,12 @@ def validate_settings(module, settings: dict) -> dict:
                                f"{len(atoms)} atoms of {path.name}")
     if "engine" in out:
         ensemble = getattr(module, "ENSEMBLE", None) or ("nvt" if "thermostat" in out else "nve")
-        periodic = out.get("structure") is not None and bool(read_structure(out["structure"]).pbc.any())
+        start = read_structure(out["structure"]) if out.get("structure") is not None else None
+        periodic = start is not None and bool(start.pbc.any())
         check_engine(out["engine"], ensemble, out.get("thermostat", "langevin"), int(out.get("replicas", 1)),
-                     periodic)
+                     periodic, start.cell.array if periodic else None,
+                     float(ckpt.config.cutoff) if "model" in out else None, out.get("barostat"),
+                     start.pbc if periodic else None)
     if {"start_deg", "stop_deg"} <= set(out) and out["stop_deg"] < out["start_deg"]:
         raise SettingError(f"--stop-deg = {out['stop_deg']:g} is below --start-deg = {out['start_deg']:g}; "
                            "allowed: stop_deg ≥ start_deg")
@@ -306,9 +309,13 @@ def translate_legacy(overrides: dict) -> dict:
     return out
 
 
-def check_engine(name: str, ensemble: str, thermostat: str, replicas: int, periodic: bool = False) -> None:
+def check_engine(name: str, ensemble: str, thermostat: str, replicas: int, periodic: bool = False, cell=None,
+                 cutoff: float | None = None, barostat: str | None = None, pbc=None) -> None:
     """Raise :class:`SettingError` for an engine/ensemble/thermostat/replicas/periodic-cell
-    combination that cannot run."""
+    combination that cannot run: for the jax engine also a periodic ``cell`` (3, 3) Å with a
+    height not above 2 × ``cutoff`` (Å; its minimum-image pair list) and an NPT
+    ``barostat`` other than ``"isotropic"``, and ``pbc`` (3,) not periodic in all three
+    directions (slabs, wires: the ASE engine runs them)."""
     from md_protocols.engines import ENGINES, unavailable
 
     if name not in ENGINES:
@@ -326,3 +333,17 @@ def check_engine(name: str, ensemble: str, thermostat: str, replicas: int, perio
         raise SettingError(f"--engine = {name!r} does not run {ensemble.upper()} yet; use --engine ase")
     if periodic and not info.periodic:
         raise SettingError(f"--engine = {name!r} does not run periodic structures yet; use --engine ase")
+    if name == "jax" and ensemble == "npt" and barostat not in (None, "isotropic"):
+        raise SettingError(f"--barostat = {barostat!r}: the jax engine runs jax-md's isotropic barostat only "
+                           "(--barostat isotropic); use --engine ase for the anisotropic MTKNPT")
+    if name == "jax" and periodic and pbc is not None and not all(pbc):
+        raise SettingError(f"--engine = 'jax' runs cells periodic in all three directions, not "
+                           f"pbc={[bool(p) for p in pbc]}; use --engine ase for slabs and wires")
+    if name == "jax" and periodic and cell is not None and cutoff is not None:
+        from efa_calc.errors import InputError
+        from efa_calc.md_jax.periodic import check_cell_heights
+
+        try:
+            check_cell_heights(cell, cutoff)
+        except InputError as exc:
+            raise SettingError(f"--engine = 'jax': {exc}") from None

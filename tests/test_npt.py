@@ -200,10 +200,13 @@ def test_run_dynamics_refuses_npt_without_a_cell_or_damping(tmp_path, argon):
         run_dynamics(ctx, molecule, calc, "npt", npt={**npt, "pdamp_fs": 1000.0})
 
 
-def test_jax_engine_refuses_periodic_nvt_naming_the_ase_engine(tmp_path, argon):
+def test_jax_engine_refuses_a_cell_below_twice_the_cutoff_naming_the_ase_engine(tmp_path, argon):
+    """The 4-atom box (5.6 Å) is below 2 × 4 Å: the jax engine's minimum-image pair list
+    cannot hold it (larger cells run there: tests/test_npt_jax.py)."""
     pytest.importorskip("jax_md")
-    with pytest.raises(SettingError, match="periodic structures yet; use --engine ase"):
+    with pytest.raises(SettingError, match="5.600 Å is not above twice the model's cutoff.*use --engine ase"):
         execute(protocols()["nvt"], tmp_path / "x", steps=3, engine="jax", **argon)
+    assert not (tmp_path / "x").exists()
 
 
 def test_optimize_relax_cell_reaches_zero_stress(tmp_path, argon):

@@ -10,7 +10,9 @@ import of it).
 * ``ase`` (default): ASE's integrators, one model call per step from Python
   (:mod:`md_protocols.engines.ase_engine`).
 * ``jax``: jax-md's integrators inside XLA, many steps per call and ``--replicas R``
-  trajectories per call (:mod:`md_protocols.engines.jax_engine`; needs ``efa-calc[md]``).
+  trajectories per call (:mod:`md_protocols.engines.jax_engine`; needs ``efa-calc[md]``);
+  periodic cells whose heights all exceed twice the model's cutoff (minimum image), and
+  isotropic NPT.
 
 This package's ``__init__`` imports nothing of ``md_protocols``: the settings check
 (:func:`md_protocols.settings.check_engine`) reads the table without importing an engine.
@@ -43,7 +45,8 @@ ENGINES = {
     "ase": EngineInfo("md_protocols.engines.ase_engine", ("langevin", "bussi", "nose-hoover"),
                       ensembles=("nve", "nvt", "npt"), periodic=True),
     "jax": EngineInfo("md_protocols.engines.jax_engine", ("langevin", "nose-hoover"), replicas=True,
-                      requires="jax_md", install="pip install 'efa-calc[md]'"),
+                      ensembles=("nve", "nvt", "npt"), periodic=True, requires="jax_md",
+                      install="pip install 'efa-calc[md]'"),
 }
 
 

@@ -14,7 +14,10 @@ eV/Å), ``extent_A`` / ``min_distance_A`` (largest / smallest interatomic distan
 ``volume_A3`` (cell volume, Å³, periodic runs) and, for messages, ``detail`` (text).
 Limits: ``temperature_K`` (K), ``force_eV_A`` (eV/Å), ``max_length_A`` and
 ``min_distance_A`` (Å), ``volume_min_A3``/``volume_max_A3`` (Å³: 0.5 and 2 × the starting
-volume ``volume0_A3``; the ``box`` guard, which stops NPT runs).
+volume ``volume0_A3``; the ``box`` guard, which stops NPT runs) and ``cell_height_min_A``
+(Å: twice the model's cutoff; the ``cell_height`` guard on the smallest cell height
+``cell_height_A``, which stops periodic runs of the jax engine, whose minimum-image pair
+list needs it; the ASE engine lists every image and does not observe it).
 """
 
 from __future__ import annotations
@@ -70,6 +73,11 @@ GUARDS = (
           lambda o, lim, step: (f"the cell volume {o['volume_A3']:.1f} Å³ left [0.5, 2] × the starting volume "
                                 f"{lim['volume0_A3']:.1f} Å³ at step {step} (box collapse or explosion; "
                                 "check the pressure, pdamp_fs and the model)")),
+    Guard("cell_height", ("cell_height_A",), lambda o, lim, xp: ~(o["cell_height_A"] > lim["cell_height_min_A"]),
+          lambda o, lim, step: (f"the cell's smallest height {o['cell_height_A']:.2f} Å fell to twice the model's "
+                                f"cutoff ({lim['cell_height_min_A']:g} Å) at step {step}: the jax engine's "
+                                "minimum-image pair list cannot hold it; resume the run with --engine ase "
+                                "(which lists every image) or start from a larger supercell")),
 )
 GUARD_BY_NAME = {g.name: g for g in GUARDS}
 
@@ -85,15 +93,19 @@ def stopping(guard: str, strict: bool) -> tuple[str, ...]:
     return tuple(names)
 
 
-def detail(name: str, calc, numbers, positions, model_energy_per_atom: float, obs: dict) -> str:
+def detail(name: str, calc, numbers, positions, model_energy_per_atom: float, obs: dict, cell=None,
+           pbc=None) -> str:
     """The ``detail`` of a stop message, re-checked on the host for a structure flagged on
     the device: the calculator's own words for the valid range (``max_length``,
     ``too_close``; else the distances in ``obs``), the envelope's reasons (eV/atom without
-    the energy shift) for ``envelope``/``envelope_energy``; "" for the others."""
+    the energy shift) for ``envelope``/``envelope_energy`` (a periodic structure: its
+    ``cell`` (3, 3) Å and ``pbc``); "" for the others."""
     from efa_calc.envelope import check_physical_distances
     from efa_calc.errors import InputError
     from efa_calc.graphs.validation import check_structure
 
+    if name in ("max_length", "too_close") and cell is not None:
+        return f"smallest minimum-image distance {obs['min_distance_A']:.3f} Å"
     if name in ("max_length", "too_close"):
         try:
             check_physical_distances(positions)
@@ -105,6 +117,11 @@ def detail(name: str, calc, numbers, positions, model_energy_per_atom: float, ob
         env = calc.checkpoints[0].envelope
         if env is None:
             return ""
-        reasons = [t for _, t in env.check_structure(numbers, positions)]
+        pairs = None
+        if cell is not None:
+            from efa_calc.graphs.neighbors import periodic_pairs
+
+            pairs = tuple(periodic_pairs(positions, cell, pbc, env.cutoff))
+        reasons = [t for _, t in env.check_structure(numbers, positions, pairs, cell, pbc)]
         return "; ".join(reasons + [t for _, t in env.check_energy(model_energy_per_atom)])
     return ""
