@@ -110,6 +110,8 @@ def test_molecule_in_a_large_box(model):
     exactly (every minimum image is the direct pair).  latent_ewald: it tends to the
     open-space sum as the box grows (1/L: the latent charges are not neutral)."""
     name, ckpt = model
+    if name == "latent_ewald_pme":
+        pytest.skip("the box limit is a property of the interaction: checked with Ewald (PME adds its mesh error)")
     molecule = Atoms(crystal(3).numbers, positions=crystal(3).positions)
     e_iso, f_iso, _ = evaluate(ckpt, molecule)
     gaps = []
@@ -247,13 +249,14 @@ def test_registry_roundtrip_and_bad_input(tmp_path):
     b = pad_graphs([atoms.numbers], [atoms.positions], [(p.dst, p.src)], 8, 1024, dtype=np.float32,
                    shifts=[p.shifts], cells=[atoms.cell.array])
     with pytest.raises(ValueError, match="needs the batch's static reciprocal_grid"):
-        energy_forces_stress(ckpt.params, ckpt.config, b)
+        jax.jit(lambda p, batch: energy_forces_stress(p, ckpt.config, batch)).lower(ckpt.params, b)
     molecular = Checkpoint(ckpt.config, ckpt.params, ckpt.species, name="les-molecular")  # periodic=False
     atoms.calc = EFACalculator(molecular, dtype="float64")
     with pytest.raises(Exception, match="trained on isolated molecules only"):
         atoms.get_potential_energy()
 
 
+@pytest.mark.slow
 def test_segment_layout_equals_slot_layout_for_periodic_batches():
     """Two cells in one batch: arbitrary segments (nodes_per_graph=None) give the slot
     layout's numbers for both blocks (cells per row, charges of the other cell zeroed)."""
@@ -270,8 +273,9 @@ def test_segment_layout_equals_slot_layout_for_periodic_batches():
                            24, 2048, 3, dtype=np.float64, shifts=[p.shifts for p in pairs],
                            cells=[a.cell.array for a in frames])
             b = with_reciprocal_grid(b, cfg.long_range)
-            e_slot, f_slot, _, s_slot = energy_forces_stress(params, cfg, b)
-            e_seg, f_seg, _, s_seg = energy_forces_stress(params, cfg, b.replace(nodes_per_graph=None))
+            fn = jax.jit(lambda p, batch: energy_forces_stress(p, cfg, batch))
+            e_slot, f_slot, _, s_slot = fn(params, b)
+            e_seg, f_seg, _, s_seg = fn(params, b.replace(nodes_per_graph=None))
         np.testing.assert_allclose(e_seg, e_slot, rtol=1e-12)
         np.testing.assert_allclose(f_seg, f_slot, atol=1e-10)
         np.testing.assert_allclose(s_seg, s_slot, atol=1e-12)

@@ -29,9 +29,9 @@ sets its image spacing).  The reciprocal resolution is static (jit): the backend
 k-grid (Ewald) or mesh (PME/P3M) shape of a batch, :meth:`LatentEwaldConfig.reciprocal_grid`
 of its cells, into ``Batch.reciprocal_grid``.  Ewald's grid keeps every k with
 |k| < π/λ, λ = πσ/√(2 ln(1/accuracy)), so every omitted term has a kernel below
-``accuracy`` times e^0 — supercell-consistent to that level; PME/P3M's accuracy is set by
-``mesh_spacing`` (relative error ~1e-4 for h = σ/2 with 4 nodes, see
-docs/periodic.md).  Energies are continuous in the cell except where the grid shape
+``accuracy`` — supercell-consistent to that level; PME/P3M's accuracy is set by
+``mesh_spacing`` (measured on 64 ions at the default h = σ/2: PME 8e-4, P3M 2e-6 relative
+energy error; docs/periodic.md).  Energies are continuous in the cell except where the grid shape
 changes (a jump of the truncation error's size).  Stress: autodiff through the cell
 (:func:`~efa_calc.nn.energy_model.energy_forces_stress`), which jax-pme supports.
 
