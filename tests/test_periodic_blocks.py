@@ -280,3 +280,33 @@ def test_segment_layout_equals_slot_layout_for_periodic_batches():
         np.testing.assert_allclose(f_seg, f_slot, atol=1e-10)
         np.testing.assert_allclose(s_seg, s_slot, atol=1e-12)
         assert abs(float(e_slot[2])) == 0.0
+
+
+def test_training_batches_carry_one_static_grid_for_the_whole_dataset():
+    """The trainer's samplers put the grid of *all* the dataset's cells on every periodic
+    batch (one compile), and the grid covers the largest cell."""
+    from pathlib import Path
+
+    from ase.io import read
+
+    from efa_calc.data import BatchSampler, Dataset, fit_energy_shift
+
+    atoms = read(Path(__file__).resolve().parents[1] / "models" / "data" / "argon" / "argon_lj.extxyz", ":")
+    ds = Dataset.from_atoms([atoms[0], atoms[-1]])
+    cfg = LatentEwaldConfig(iterations=(0,), smearing=1.0, accuracy=1e-6)
+    grid = cfg.reciprocal_grid(np.stack(ds.cells))
+    lengths = np.linalg.norm(np.stack(ds.cells), axis=-1).max(axis=0)
+    assert grid == tuple(int(g) for g in np.ceil(lengths / cfg.lr_wavelength))
+    bs = BatchSampler(ds, 6.0, fit_energy_shift(ds), graphs_per_shard=2, reciprocal_grid=grid)
+    assert bs.make([0]).inputs.reciprocal_grid == grid and bs.make([0, 1]).inputs.reciprocal_grid == grid
+
+
+def test_unit_output_initialisation_skips_the_energy_block():
+    """An energy block has no projection/MLP layers and its charges are not rescaled (a
+    unit-RMS latent charge would start E_lr at ~k_e per atom)."""
+    from efa_calc.train.initialisation import layer_names
+
+    les = layer_names(_checkpoint(LES).config)
+    a2a = layer_names(_checkpoint(A2A).config)
+    assert not any("long_range" in n for n in les)
+    assert "long_range_1/query" in a2a and "long_range_projection_1" in a2a
