@@ -46,7 +46,7 @@ def _checkpoint(long_range: dict, seed: int = 0) -> Checkpoint:
     return Checkpoint(cfg, params, ["Na", "Cl"], name="random-periodic-block", periodic=True)
 
 
-@pytest.fixture(scope="module", params=["all_to_all", "latent_ewald", "latent_ewald_pme"])
+@pytest.fixture(scope="module", params=["all_to_all", "latent_ewald", pytest.param("latent_ewald_pme", marks=pytest.mark.slow)])
 def model(request):
     return request.param, _checkpoint({"all_to_all": A2A, "latent_ewald": LES, "latent_ewald_pme": PME}[request.param])
 
