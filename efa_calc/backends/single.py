@@ -21,6 +21,7 @@ from efa_calc.graphs.padding import edge_bucket, node_bucket, pad_graphs
 from efa_calc.nn.batch import Batch
 from efa_calc.nn.config import ModelConfig
 from efa_calc.nn.energy_model import energy_and_forces, energy_forces_stress, energy_forces_stresses
+from efa_calc.nn.long_range import with_reciprocal_grid
 from efa_calc.nn.precision import Precision
 from efa_calc.nn.tensor import resolve_message_passing
 
@@ -114,9 +115,10 @@ class Potential(Backend):
         periodic = any(g.is_periodic for g in graphs)
         shifts = [np.zeros((len(g.dst), 3)) if g.shifts is None else g.shifts for g in graphs] if periodic else None
         cells = [np.eye(3) if g.cell is None else g.cell for g in graphs] if periodic else None
-        return pad_graphs([g.numbers for g in graphs], [g.positions for g in graphs], [(g.dst, g.src) for g in graphs],
-                          slots.nodes_per_graph, slots.num_edges, slots.num_graphs, dtype=self.np_dtype,
-                          shifts=shifts, cells=cells)
+        batch = pad_graphs([g.numbers for g in graphs], [g.positions for g in graphs], [(g.dst, g.src) for g in graphs],
+                           slots.nodes_per_graph, slots.num_edges, slots.num_graphs, dtype=self.np_dtype,
+                           shifts=shifts, cells=cells)
+        return with_reciprocal_grid(batch, self.config.long_range)  # static k-grid/mesh of a block that needs one
 
     def _function(self, batch: Batch, per_atom_stress: bool = False):
         if not batch.is_periodic:

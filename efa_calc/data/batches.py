@@ -54,11 +54,15 @@ class BatchSampler:
       graphs_per_shard: molecules per shard.
       num_shards: shards per batch (devices).
       seed: shuffling seed.
+      reciprocal_grid: static reciprocal-space grid of every periodic batch, for a
+        long-range block that needs one (``LongRangeConfig.reciprocal_grid`` of all the
+        dataset's cells: one grid, one compile); ``None``: none.
     """
 
     def __init__(self, ds: Dataset, cutoff: float, shift: EnergyShift, graphs_per_shard: int,
-                 num_shards: int = 1, seed: int = 0):
+                 num_shards: int = 1, seed: int = 0, reciprocal_grid: tuple[int, int, int] | None = None):
         self.ds = ds
+        self.reciprocal_grid = reciprocal_grid
         self.graphs = graphs_per_shard
         self.shards = num_shards
         self.seed = seed
@@ -82,8 +86,9 @@ class BatchSampler:
         periodic = {}
         if self.periodic:
             periodic = {"shifts": [self.pairs[i].shifts for i in idx], "cells": [self.ds.cells[i] for i in idx]}
-        return pad_graphs([self.ds.numbers[i] for i in idx], [self.ds.positions[i] for i in idx],
-                          [self.pairs[i][:2] for i in idx], self.slots, edges, graphs, dtype=np.float32, **periodic)
+        b = pad_graphs([self.ds.numbers[i] for i in idx], [self.ds.positions[i] for i in idx],
+                       [self.pairs[i][:2] for i in idx], self.slots, edges, graphs, dtype=np.float32, **periodic)
+        return b.replace(reciprocal_grid=self.reciprocal_grid) if self.periodic else b
 
     def _shard(self, idx: Sequence[int], edges: int) -> tuple:
         b = self._pad(idx, edges, self.graphs)

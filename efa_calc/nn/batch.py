@@ -13,6 +13,8 @@ N atom slots of G graphs, E pair slots::
     cells           (G, 3, 3) Å, rows are the lattice vectors a, b, c, or None
     pair_offsets    (E, 3)  Å added to every pair displacement, or None: kept at zero and
                             differentiated for per-pair virials (:func:`energy_forces_stresses`)
+    reciprocal_grid  static (n1, n2, n3) or None: the reciprocal-space grid shape of a
+                    long-range block that needs one (``LongRangeConfig.reciprocal_grid``)
 
 The displacement of pair e is r_e = R[src] − R[dst] + n_e · cell[graph of dst] (the image
 term only where ``cells`` is given); a molecule has neither field.  ``nodes_per_graph`` is
@@ -47,6 +49,7 @@ class Batch:
     cells: Optional[Float[Array, "G 3 3"]] = None
     pair_offsets: Optional[Float[Array, "E 3"]] = None
     nodes_per_graph: Optional[int] = flax.struct.field(pytree_node=False, default=None)
+    reciprocal_grid: Optional[tuple[int, int, int]] = flax.struct.field(pytree_node=False, default=None)
 
     @property
     def num_graphs(self) -> int:

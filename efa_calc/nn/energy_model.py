@@ -6,6 +6,10 @@ For iterations t = 0 … T−1 with features x (N, P, (L+1)², F):
     long range: y_nl = MLP(add(Dense(EFA_t(x_lr, r)), x))          (only for t in config)
     update:     x    ← x + silu(c_t)·y + silu(1 − c_t)·y_nl        (c_t learned, init 0.5)
 
+An *energy block* (``BlockSpec.energy``, e.g. ``latent_ewald``) instead returns atomic
+energies E_lr,i (eV) that are added to E_i; it sees the uncentred positions (a PME mesh is
+anchored to the cell) and gets no projection, MLP or switch.
+
 where MLP = Dense → gated silu → Dense (last layer zero-initialised), ``basis`` is the
 e3x radial × spherical-harmonic edge basis times a smooth cutoff (kept factorised, :class:`~efa_calc.nn.tensor.EdgeBasis`), and x_lr is x cut to the
 EFA degree/parity.  The long-range block is any registered block
@@ -89,6 +93,8 @@ class EnergyModel(nn.Module):
         x = e3x.nn.Embed(num_embeddings=cfg.zmax, features=cfg.num_features, dtype=dtype, name="embed")(
             batch.atomic_numbers)
         centred = None if cfg.long_range is None else _centred_positions(batch, axis_name)
+        energy_block = cfg.long_range is not None and block(cfg.long_range.kind).energy
+        e_lr = 0.0
         for t in range(cfg.num_iterations):
             last = t == cfg.num_iterations - 1
             y = _local_branch(cfg, t, last, extend(x), basis, batch, neighbour_positions)
@@ -98,14 +104,17 @@ class EnergyModel(nn.Module):
             y = _mlp(e3x.nn.add(x, y.astype(dtype)), cfg.num_features, f"local_mlp_{t}", cfg.output_is_zero_at_init)
             y_nl = None
             if cfg.long_range is not None and t in cfg.long_range.iterations:
-                y_nl = _long_range_branch(cfg, t, last, x, centred, batch, axis_name)
+                if energy_block:  # atomic energies (eV), added to E_i below
+                    e_lr = e_lr + _long_range_block(cfg, t, last, x, batch.positions, batch, axis_name)
+                else:
+                    y_nl = _long_range_branch(cfg, t, last, x, centred, batch, axis_name)
             x = self._mix(t, x, y, y_nl)
 
         x = e3x.nn.change_max_degree_or_type(x, max_degree=0, include_pseudotensors=False)
         readout_init = nn.initializers.zeros if cfg.output_is_zero_at_init else nn.initializers.lecun_normal()
         e = nn.Dense(1, use_bias=False, dtype=dtype, kernel_init=readout_init, name="readout")(x)
         bias = self.param("element_bias", nn.initializers.zeros, (cfg.zmax + 1,)).astype(dtype)
-        e = jnp.squeeze(e, axis=(-1, -2, -3)) + bias[batch.atomic_numbers]
+        e = jnp.squeeze(e, axis=(-1, -2, -3)) + bias[batch.atomic_numbers] + e_lr
         return e * batch.node_mask.astype(e.dtype)
 
     def _mix(self, t: int, x, y, y_nl):
@@ -164,7 +173,15 @@ def _local_branch(cfg: ModelConfig, t: int, last: bool, x_src, basis: EdgeBasis,
 
 def _long_range_branch(cfg: ModelConfig, t: int, last: bool, x, centred, batch: Batch, axis_name: Optional[str]):
     """MLP(add(Dense(block_t(x_lr, r)), x)) with x_lr = x cut to the block's degree/parity."""
-    lr, dtype = cfg.long_range, batch.positions.dtype
+    dtype = batch.positions.dtype
+    y_nl = _long_range_block(cfg, t, last, x, centred, batch, axis_name)
+    y_nl = Dense(cfg.num_features, dtype=dtype, name=f"long_range_projection_{t}")(y_nl.astype(dtype))
+    return _mlp(e3x.nn.add(y_nl, x), cfg.num_features, f"long_range_mlp_{t}", cfg.output_is_zero_at_init)
+
+
+def _long_range_block(cfg: ModelConfig, t: int, last: bool, x, positions, batch: Batch, axis_name: Optional[str]):
+    """block_t(x_lr, r [, cells, reciprocal_grid]) with x_lr = x cut to the block's degree/parity."""
+    lr = cfg.long_range
     if last or x.shape[-2] == 1:
         x_lr = e3x.nn.change_max_degree_or_type(x, max_degree=0, include_pseudotensors=False)
     else:
@@ -175,11 +192,11 @@ def _long_range_branch(cfg: ModelConfig, t: int, last: bool, x, centred, batch: 
         if not lr.periodic:
             raise ValueError(f"the {lr.kind!r} long-range block of this model is not defined in periodic cells")
         extra["cells"] = batch.cells
-    y_nl = block(lr.kind).module(lr, name=f"long_range_{t}")(
-        x_lr, centred, batch.batch_segments, batch.node_mask, batch.num_graphs, batch.nodes_per_graph, **extra
+        if batch.reciprocal_grid is not None:  # only for blocks that ask (LongRangeConfig.reciprocal_grid)
+            extra["reciprocal_grid"] = batch.reciprocal_grid
+    return block(lr.kind).module(lr, name=f"long_range_{t}")(
+        x_lr, positions, batch.batch_segments, batch.node_mask, batch.num_graphs, batch.nodes_per_graph, **extra
     )
-    y_nl = Dense(cfg.num_features, dtype=dtype, name=f"long_range_projection_{t}")(y_nl.astype(dtype))
-    return _mlp(e3x.nn.add(y_nl, x), cfg.num_features, f"long_range_mlp_{t}", cfg.output_is_zero_at_init)
 
 
 def init_params(config: ModelConfig, rng: jax.Array, batch: Batch) -> dict:

@@ -51,7 +51,8 @@ def layer_names(config: ModelConfig) -> list[str]:
         names += [f"message_pass_{t}", f"local_mlp_{t}_0", f"local_mlp_{t}_1"]
         if lr is not None and t in lr.iterations:
             names += [f"long_range_{t}/{layer}" for layer in block(lr.kind).init_layers]
-            names += [f"long_range_projection_{t}", f"long_range_mlp_{t}_0", f"long_range_mlp_{t}_1"]
+            if not block(lr.kind).energy:  # an energy block adds to E_i directly (no projection/MLP)
+                names += [f"long_range_projection_{t}", f"long_range_mlp_{t}_0", f"long_range_mlp_{t}_1"]
     return names + ["readout"]
 
 

@@ -23,9 +23,16 @@ decorate the module with ``@register(ConfigClass)``.  This package imports every
 it, so :class:`~efa_calc.nn.config.ModelConfig`, checkpoints, the calculator, the trainer and
 the protocols find the new kind by name.
 
+**Energy blocks** (``register(..., energy=True)``, :attr:`BlockSpec.energy`) return
+atomic energies (N,) in eV instead of features; the model adds them to E_i (no
+projection, MLP or switch for them).  A block whose config returns a grid from
+:meth:`LongRangeConfig.reciprocal_grid` gets ``reciprocal_grid=`` (a static tuple, from
+``Batch.reciprocal_grid``; :func:`with_reciprocal_grid` sets it) for periodic batches.
+
 Blocks shipped: ``efa`` (:mod:`.efa`, Euclidean fast attention, O(N), with an exact O(N²)
 evaluation of its kernel), ``all_to_all`` (:mod:`.all_to_all`, exact softmax attention
-over all atoms of a structure, O(N²)).
+over all atoms of a structure, O(N²); minimum image in cells), ``latent_ewald``
+(:mod:`.latent_ewald`, latent charges and their Ewald/PME energy via jax-pme, an energy block).
 """
 
 from __future__ import annotations
@@ -38,7 +45,7 @@ from typing import Any, ClassVar
 
 import flax.linen as nn
 
-__all__ = ["LongRangeConfig", "BlockSpec", "BLOCKS", "register", "block", "config_from_dict"]
+__all__ = ["LongRangeConfig", "BlockSpec", "BLOCKS", "register", "block", "config_from_dict", "with_reciprocal_grid"]
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -65,6 +72,11 @@ class LongRangeConfig:
         """Whether the block is defined in periodic cells (accepts ``cells``)."""
         return False
 
+    def reciprocal_grid(self, cells) -> tuple[int, int, int] | None:
+        """Static reciprocal-space grid shape the block needs for cells (G, 3, 3) in Å
+        (host-side numpy); ``None``: the block needs none."""
+        return None
+
     @property
     def invariance_length(self) -> float:
         """Largest pair distance (Å) up to which the block is rotation invariant."""
@@ -80,26 +92,29 @@ def _jsonable(v):
 
 @dataclasses.dataclass(frozen=True)
 class BlockSpec:
-    """A registered block: its config class, its flax module, and the names of its dense
-    sub-layers in forward order (rescaled by the unit-output initialisation)."""
+    """A registered block: its config class, its flax module, the names of its dense
+    sub-layers in forward order (rescaled by the unit-output initialisation), and whether
+    it returns atomic energies (eV) added to E_i (``energy``) rather than features."""
 
     kind: str
     config: type
     module: type[nn.Module]
     init_layers: tuple[str, ...]
+    energy: bool = False
 
 
 BLOCKS: dict[str, BlockSpec] = {}
 
 
-def register(config_cls: type, init_layers: tuple[str, ...] = ("query", "key", "value")):
-    """Class decorator: register a block module under ``config_cls.kind``."""
+def register(config_cls: type, init_layers: tuple[str, ...] = ("query", "key", "value"), energy: bool = False):
+    """Class decorator: register a block module under ``config_cls.kind`` (``energy``: it
+    returns atomic energies, see :class:`BlockSpec`)."""
 
     def wrap(module_cls):
         kind = config_cls.kind
         if not kind or kind in BLOCKS:
             raise ValueError(f"long-range block kind {kind!r} is empty or registered twice")
-        BLOCKS[kind] = BlockSpec(kind, config_cls, module_cls, tuple(init_layers))
+        BLOCKS[kind] = BlockSpec(kind, config_cls, module_cls, tuple(init_layers), bool(energy))
         return module_cls
 
     return wrap
@@ -121,6 +136,15 @@ def config_from_dict(d: dict[str, Any]) -> LongRangeConfig:
     if unknown:
         raise ValueError(f"long-range block {spec.kind!r} has no setting(s) {unknown}; settings: {sorted(known)}")
     return spec.config(**d)
+
+
+def with_reciprocal_grid(batch, config: LongRangeConfig | None):
+    """``batch`` with ``reciprocal_grid`` set from its cells for a block that needs one
+    (unchanged for molecules, other blocks or ``config=None``)."""
+    if config is None or batch.cells is None:
+        return batch
+    grid = config.reciprocal_grid(batch.cells)
+    return batch if grid is None else batch.replace(reciprocal_grid=grid)
 
 
 # Import every block module of this package (each registers itself).

@@ -18,6 +18,20 @@ rotation and permutation invariant at every distance.  Cost and memory O(G·S²�
 slot layout (graphs of S atom slots), O(N²·H) for arbitrary segment layouts: this is the
 exact O(N²) counterpart of EFA, whose ERoPE kernel averages the same j₀ over a Lebedev grid.
 Masked pairs (padding atoms, other structures) get zero weight.
+
+**Periodic cells** (``cells`` given; :attr:`AllToAllConfig.periodic` is True): as AllScAIP
+(fairchem) does, r_ij is the *minimum-image* distance min_n |r_j − r_i + n·cell|
+(:func:`~efa_calc.nn.long_range.pair_kernels.minimum_image_distances`, exact for reduced
+triclinic cells), and i attends to every atom j of its cell once, O(N²) over the cell's
+atoms.  The energy is then periodic (wrapping an atom by a lattice vector changes
+nothing), invariant under a joint rotation of cell and positions, and *continuous but not
+smooth*: where the nearest image of a pair switches (|r_ij| passes half a lattice
+spacing), r_ij has a kink, so forces and stress jump there (by an amount set by the
+distance bias's slope at that distance).  A supercell is **not** consistent: in a 2×2×2
+supercell an atom attends to 8 copies of every atom, at other minimum-image distances,
+so the energy is not 8× that of the cell.  A molecule in a box at least twice its
+extent equals the isolated molecule exactly.  Stress by autodiff through the cell
+(:func:`~efa_calc.nn.energy_model.energy_forces_stress`).
 """
 
 from __future__ import annotations
@@ -35,7 +49,7 @@ from jaxtyping import Array, Bool, Float, Integer
 
 from efa_calc.nn.dense import Dense
 from efa_calc.nn.long_range import LongRangeConfig, register
-from efa_calc.nn.long_range.pair_kernels import pair_j0, pair_layout, safe_distances
+from efa_calc.nn.long_range.pair_kernels import minimum_image_distances, pair_j0, pair_layout, safe_distances
 
 __all__ = ["AllToAllConfig", "AllToAllAttention", "distance_frequencies"]
 
@@ -78,6 +92,11 @@ class AllToAllConfig(LongRangeConfig):
         if not 0 < self.min_frequency <= self.max_frequency:
             raise ValueError("all_to_all needs 0 < min_frequency <= max_frequency (rad/Å)")
 
+    @property
+    def periodic(self) -> bool:
+        """Defined in periodic cells: minimum-image distances (see the module docstring)."""
+        return True
+
 
 def distance_frequencies(config: AllToAllConfig) -> np.ndarray:
     """ω_k in rad/Å, (K,), log-spaced."""
@@ -104,8 +123,11 @@ class AllToAllAttention(nn.Module):
         num_graphs: int,
         nodes_per_graph: Optional[int] = None,
         axis_name: Optional[str] = None,
+        cells: Optional[Float[Array, "G 3 3"]] = None,
     ) -> Float[Array, "N P D Fv"]:
         """(N, P, (L+1)², F) features and positions (Å) → (N, P, (L+1)², F_v).
+
+        ``cells`` (G, 3, 3), rows a, b, c in Å: periodic graphs, minimum-image r_ij.
 
         ``axis_name`` (sharded evaluation of one structure, :mod:`efa_calc.backends.sharded`):
         ``node_mask`` marks the atoms this device owns; keys, values, positions and the
@@ -126,6 +148,8 @@ class AllToAllAttention(nn.Module):
         v = Dense(f_v, dtype=dtype, name="value")(x)  # (N, P, D, F_v)
 
         if axis_name is not None:
+            if cells is not None:
+                raise ValueError("sharded all-to-all attention evaluates isolated structures only (no cells)")
             if num_graphs != 1:
                 raise ValueError("sharded all-to-all attention evaluates one structure (num_graphs=1)")
             gather = functools.partial(jax.lax.all_gather, axis_name=axis_name, axis=0, tiled=True)
@@ -140,7 +164,12 @@ class AllToAllAttention(nn.Module):
             w = self.param("distance_weights", nn.initializers.constant(1.0 / cfg.num_frequencies),
                            (h, cfg.num_frequencies)).astype(dtype)
             if axis_name is None:
-                j0 = pair_j0(positions.astype(dtype).reshape(g, s, 3), distance_frequencies(cfg))  # (G, S, S, K)
+                pos = positions.astype(dtype).reshape(g, s, 3)
+                dist = None
+                if cells is not None:  # one cell per graph (slot layout) or per row (segments)
+                    row_cells = cells[:, None] if same is None else cells[batch_segments][None]
+                    dist = minimum_image_distances(pos, row_cells.astype(dtype))
+                j0 = pair_j0(pos, distance_frequencies(cfg), dist)  # (G, S, S, K)
             else:
                 j0 = pair_j0_between(positions.astype(dtype), key_pos.astype(dtype), distance_frequencies(cfg))
             bias = jnp.log(jax.nn.softplus(jnp.einsum("gijk,hk->ghij", j0, w)) + cfg.epsilon)
