@@ -34,7 +34,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from ase import units
+from ase import Atoms, units
 from ase.io import read, write
 
 from efa_calc.timeseries import mean_and_standard_error
@@ -47,7 +47,7 @@ EV_TO_KJ_PER_MOL = units.mol / units.kJ
 T_K, P_BAR, DT_FS, TDAMP_FS, PDAMP_FS, SAMPLE_PS = 94.4, 1.01325, 2.0, 100.0, 1000.0, 0.2
 
 
-def start_frame() -> "ase.Atoms":  # noqa: F821
+def start_frame() -> Atoms:
     """The last 500-atom 94.4 K liquid frame of the held-out test split."""
     frames = [f for f in read(ROOT / "models/data/argon/argon_lj_test.extxyz", ":")
               if len(f) == 500 and f.info.get("kind") == "liquid" and abs(float(f.info.get("temperature_K", T_K))

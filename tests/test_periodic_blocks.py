@@ -5,7 +5,6 @@ checkpoints, and latent_ewald's Coulomb sums of fixed charges against independen
 
 from __future__ import annotations
 
-import math
 
 import jax
 import jax.numpy as jnp
