@@ -35,7 +35,7 @@ from :class:`~efa_calc.generate.lammps_labeller.LammpsLabeller` with the same po
 Frame ``info``: ``kind`` (``crystal`` | ``melt`` | ``slab`` | ``defect``), ``ensemble``,
 ``temperature_K``, ``source``, ``state_point``, ``num_atoms``, ``charge`` (net, e),
 ``density_g_cm3`` (of the cell; for slabs including the vacuum), ``lattice_A``,
-``strain_voigt`` (crystals), ``face`` and ``vacuum_A`` (slabs), ``defect`` (defects),
+``strain_voigt`` (crystals), ``face`` (``"(001)"`` | ``"(110)"``) and ``vacuum_A`` (slabs), ``defect`` (defects),
 ``rms_displacement_A`` (from the sites at the start of production), ``time_ps``.
 """
 
@@ -225,7 +225,8 @@ def _starts(job: dict, rng) -> list[tuple[Atoms, dict]]:
         return [(crystal, {})]
     if name == "slab_nvt":
         cut = slab(job["lattice_A"], job["faces"], job["repeats"], job["layers"], job["vacuum_A"])
-        return [(cut, {"face": job["faces"], "lattice_A": float(job["lattice_A"]), "vacuum_A": float(job["vacuum_A"])})]
+        # "(001)", not "001": extxyz would read the bare digits back as the integer 1
+        return [(cut, {"face": f"({job['faces']})", "lattice_A": float(job["lattice_A"]), "vacuum_A": float(job["vacuum_A"])})]
     crystal = with_defect(rocksalt(job["lattice_A"], job["repeats"]), job["defects"], rng)
     return [(crystal, {"defect": job["defects"], "lattice_A": float(job["lattice_A"])})]
 
