@@ -48,7 +48,8 @@ def test_tiny_generation_end_to_end(tmp_path):
         e, f, s = lab.compute(a)
         assert abs(e - a.get_potential_energy()) < 1e-6
         np.testing.assert_allclose(f, a.get_forces(), atol=2e-8)  # extxyz keeps 8 decimals
-        np.testing.assert_allclose(s, a.get_stress(), atol=1e-10)
+        # positions kept to 5e-9 Å: in these stiff ionic cells that moves the stress by up to ~1e-9 eV/Å³
+        np.testing.assert_allclose(s, a.get_stress(), atol=3e-9)
     by_kind = {a.info["kind"]: a for a in frames}
     assert by_kind["melt"].info["rms_displacement_A"] > 1.0 and by_kind["crystal"].info["rms_displacement_A"] < 1.0
     assert {a.info["face"] for a in frames if a.info["kind"] == "slab"} == {"(001)", "(110)"}
@@ -128,5 +129,5 @@ def test_bundled_labels_are_lammps_labels(name):
         kinds_seen.add(a.info["kind"])
         assert abs(e - a.get_potential_energy()) < 1e-6 * len(a)
         np.testing.assert_allclose(f, a.get_forces(), atol=5e-8)
-        np.testing.assert_allclose(s, a.get_stress(), atol=1e-10)
+        np.testing.assert_allclose(s, a.get_stress(), atol=3e-9)
     assert kinds_seen == KINDS
