@@ -11,6 +11,9 @@ N atom slots of G graphs, E pair slots::
     graph_mask      (G,)    bool, False for padding graphs
     cell_shifts     (E, 3)  lattice-vector counts n of every pair (periodic cells), or None
     cells           (G, 3, 3) Å, rows are the lattice vectors a, b, c, or None
+    reciprocal_indices (G, K, 3) int32 Miller indices n of each graph's reciprocal vectors
+                    G = 2π n·cell⁻ᵀ (periodic EFA, :mod:`efa_calc.graphs.reciprocal`), or None
+    reciprocal_mask (G, K)  bool, False for padding entries of ``reciprocal_indices``, or None
 
 The displacement of pair e is r_e = R[src] − R[dst] + n_e · cell[graph of dst] (the image
 term only where ``cells`` is given); a molecule has neither field.  ``nodes_per_graph`` is
@@ -43,6 +46,8 @@ class Batch:
     graph_mask: Bool[Array, "G"]
     cell_shifts: Optional[Float[Array, "E 3"]] = None
     cells: Optional[Float[Array, "G 3 3"]] = None
+    reciprocal_indices: Optional[Integer[Array, "G K 3"]] = None
+    reciprocal_mask: Optional[Bool[Array, "G K"]] = None
     nodes_per_graph: Optional[int] = flax.struct.field(pytree_node=False, default=None)
 
     @property

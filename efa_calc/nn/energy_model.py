@@ -172,6 +172,8 @@ def _long_range_branch(cfg: ModelConfig, t: int, last: bool, x, centred, batch: 
         if not lr.periodic:
             raise ValueError(f"the {lr.kind!r} long-range block of this model is not defined in periodic cells")
         extra["cells"] = batch.cells
+        if batch.reciprocal_indices is not None:  # periodic EFA's G sets (host-built, static shapes)
+            extra.update(reciprocal_indices=batch.reciprocal_indices, reciprocal_mask=batch.reciprocal_mask)
     y_nl = block(lr.kind).module(lr, name=f"long_range_{t}")(
         x_lr, centred, batch.batch_segments, batch.node_mask, batch.num_graphs, batch.nodes_per_graph, **extra
     )

@@ -152,9 +152,10 @@ class Trainer:
         if d > len(jax.devices()):
             raise ValueError(f"num_devices={d} but only {len(jax.devices())} jax devices exist")
         g = self.opts.graphs_per_batch // d
-        self.train_sampler = BatchSampler(train_ds, config.model.cutoff, self.shift, g, d, self.opts.seed)
-        self.valid_sampler = BatchSampler(self.ds.subset(self.valid_idx), config.model.cutoff, self.shift, g, d)
-        self.test_sampler = (BatchSampler(self.ds.subset(self.test_idx), config.model.cutoff, self.shift, g, d)
+        m = config.model
+        self.train_sampler = BatchSampler(train_ds, m.cutoff, self.shift, g, d, self.opts.seed, model_config=m)
+        self.valid_sampler = BatchSampler(self.ds.subset(self.valid_idx), m.cutoff, self.shift, g, d, model_config=m)
+        self.test_sampler = (BatchSampler(self.ds.subset(self.test_idx), m.cutoff, self.shift, g, d, model_config=m)
                              if len(self.test_idx) else None)
         if len(self.train_sampler) == 0:
             raise ValueError("training split smaller than one batch")
