@@ -108,7 +108,7 @@ def main():
     xs = scales - scales[len(scales) // 2]
     hard_resid = np.asarray(hard) - np.polyval(np.polyfit(xs, hard, 2), xs)
     ax[2].plot(scales, hard_resid, ".-", color="C1")
-    ax[2].set(xlabel="cell scale s", ylabel="y₀₀ − quadratic fit", title="hard cutoff at q_max (no switch): jumps")
+    ax[2].set(xlabel="cell scale s", ylabel="y₀₀ − quadratic fit", title="no switch (hard cutoff): jumps")
     fig.tight_layout()
     fig.savefig(img / "periodic_efa_continuity.png", dpi=120)
 

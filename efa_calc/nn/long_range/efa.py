@@ -46,7 +46,7 @@ from efa_calc.nn.dense import Dense
 from efa_calc.nn.lebedev import lebedev_grid
 from efa_calc.nn.long_range import LongRangeConfig, register
 from efa_calc.nn.long_range.pair_kernels import exact_kernel_attention, pair_j0, pair_layout, safe_distances
-from efa_calc.nn.long_range.reciprocal import periodic_attention, reciprocal_cutoff
+from efa_calc.nn.long_range.reciprocal import check_periodic_settings, periodic_attention, reciprocal_cutoff
 
 __all__ = [
     "EFAConfig", "EuclideanFastAttention", "exact_kernel_attention", "linear_attention", "pair_kernel_attention",
@@ -54,8 +54,6 @@ __all__ = [
 ]
 
 KERNELS = ("lebedev", "exact")
-#: allowed periodic-EFA smoothing lengths λ (Å): below 0.1 Å the G set explodes (N_G ∝ λ⁻³).
-MIN_SMOOTHING, MAX_SMOOTHING = 0.1, 1000.0
 PERIODIC_FIELDS = ("periodic_smoothing", "reciprocal_tolerance", "max_reciprocal_vectors")
 
 
@@ -110,15 +108,7 @@ class EFAConfig(LongRangeConfig):
             raise ValueError("EFA max_length and max_frequency must be positive")
         if self.kernel not in KERNELS:
             raise ValueError(f"unknown EFA kernel {self.kernel!r}; use one of {KERNELS}")
-        lam = self.periodic_smoothing
-        if lam is not None and not (isinstance(lam, (int, float)) and MIN_SMOOTHING <= lam <= MAX_SMOOTHING):
-            raise ValueError(f"EFA periodic_smoothing={lam!r}; allowed: None (molecular EFA) or a length λ in Å "
-                             f"with {MIN_SMOOTHING} <= λ <= {MAX_SMOOTHING}")
-        if not (isinstance(self.reciprocal_tolerance, float) and 1e-16 <= self.reciprocal_tolerance <= 1e-3):
-            raise ValueError(f"EFA reciprocal_tolerance={self.reciprocal_tolerance!r}; allowed: a float in [1e-16, 1e-3]")
-        budget = self.max_reciprocal_vectors
-        if not (isinstance(budget, int) and not isinstance(budget, bool) and 1 <= budget <= 10_000_000):
-            raise ValueError(f"EFA max_reciprocal_vectors={budget!r}; allowed: an integer in [1, 10000000]")
+        check_periodic_settings(self.periodic_smoothing, self.reciprocal_tolerance, self.max_reciprocal_vectors)
 
     def to_dict(self) -> dict:
         """As :meth:`LongRangeConfig.to_dict`; molecular EFA omits the periodic fields, so its

@@ -47,10 +47,27 @@ from jaxtyping import Array, Bool, Float, Integer
 from efa_calc.nn.long_range.pair_kernels import pair_layout, safe_distances
 
 __all__ = [
-    "damped_kernel", "direct_image_attention", "kernel_transform", "miller_indices", "open_space_attention",
+    "check_periodic_settings", "damped_kernel", "direct_image_attention", "kernel_transform", "miller_indices", "open_space_attention",
     "periodic_attention",
     "reciprocal_attention", "reciprocal_cutoff", "reciprocal_vectors", "reciprocal_weights", "smooth_switch",
 ]
+
+
+#: allowed smoothing lengths λ (Å): below 0.1 Å the G set explodes (N_G ∝ λ⁻³).
+MIN_SMOOTHING, MAX_SMOOTHING = 0.1, 1000.0
+
+
+def check_periodic_settings(smoothing, tolerance, budget) -> None:
+    """ValueError naming the setting and its allowed values for a bad periodic-EFA λ (Å,
+    ``None`` allowed: molecular EFA), ``reciprocal_tolerance`` or ``max_reciprocal_vectors``."""
+    lam = smoothing
+    if lam is not None and not (isinstance(lam, (int, float)) and MIN_SMOOTHING <= lam <= MAX_SMOOTHING):
+        raise ValueError(f"EFA periodic_smoothing={lam!r}; allowed: None (molecular EFA) or a length λ in Å "
+                         f"with {MIN_SMOOTHING} <= λ <= {MAX_SMOOTHING}")
+    if not (isinstance(tolerance, float) and 1e-16 <= tolerance <= 1e-3):
+        raise ValueError(f"EFA reciprocal_tolerance={tolerance!r}; allowed: a float in [1e-16, 1e-3]")
+    if not (isinstance(budget, int) and not isinstance(budget, bool) and 1 <= budget <= 10_000_000):
+        raise ValueError(f"EFA max_reciprocal_vectors={budget!r}; allowed: an integer in [1, 10000000]")
 
 
 def reciprocal_cutoff(omega_max: float, smoothing: float, tolerance: float = 1e-12) -> tuple[float, float]:
