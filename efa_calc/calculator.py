@@ -51,6 +51,7 @@ from efa_calc.envelope import PHYSICAL_MIN_DISTANCE_A, check_physical_distances,
 from efa_calc.errors import InputError
 from efa_calc.graphs.neighbors import VerletList, neighbor_list
 from efa_calc.graphs.padding import edge_bucket, node_bucket
+from efa_calc.graphs.reciprocal import periodic_efa
 from efa_calc.graphs.validation import check_structure
 from efa_calc.guard import GUARD_MODES, Guard
 from efa_calc.models import resolve_model
@@ -236,6 +237,9 @@ class EFACalculator(Calculator):
                              "use devices=None")
         if not atoms.pbc.any():
             check_physical_distances(atoms.positions, where)
+        elif not atoms.pbc.all() and any(periodic_efa(pot.config) for pot in self.potentials):
+            raise InputError(f"{where} has pbc={atoms.pbc.tolist()}: periodic EFA needs all three directions "
+                             "periodic (put a slab in a 3D cell with vacuum, pbc=True) or none")
 
     def _graph(self, atoms: Atoms, pairs, where: str = "structure") -> Graph:
         """The structure with its pairs; periodic: image shifts, cell, and the 0.3 Å check

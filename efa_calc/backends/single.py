@@ -17,7 +17,9 @@ import jax
 import numpy as np
 
 from efa_calc.backends.base import Backend, Graph, Prediction, Slots
+from efa_calc.errors import InputError
 from efa_calc.graphs.padding import edge_bucket, node_bucket, pad_graphs
+from efa_calc.graphs.reciprocal import ReciprocalSlots, periodic_efa, reciprocal_sets, with_reciprocal
 from efa_calc.nn.batch import Batch
 from efa_calc.nn.config import ModelConfig
 from efa_calc.nn.energy_model import energy_and_forces, energy_forces_stress, energy_forces_stresses
@@ -106,6 +108,7 @@ class Potential(Backend):
         self.fn = compiled_energy_and_forces(self.config)
         self.fn_stress = compiled_energy_forces_stress(self.config)
         self.fn_stresses = compiled_energy_forces_stresses(self.config)
+        self.reciprocal_slots = ReciprocalSlots(f"model {checkpoint.name!r}")  # periodic EFA's G slots (grow only)
         with self.precision.scope():
             self.params = jax.device_put(self.precision.cast(checkpoint.params), self.device)
 
@@ -115,10 +118,18 @@ class Potential(Backend):
         periodic = any(g.is_periodic for g in graphs)
         shifts = [np.zeros((len(g.dst), 3)) if g.shifts is None else g.shifts for g in graphs] if periodic else None
         cells = [np.eye(3) if g.cell is None else g.cell for g in graphs] if periodic else None
-        batch = pad_graphs([g.numbers for g in graphs], [g.positions for g in graphs], [(g.dst, g.src) for g in graphs],
-                           slots.nodes_per_graph, slots.num_edges, slots.num_graphs, dtype=self.np_dtype,
-                           shifts=shifts, cells=cells)
-        return with_reciprocal_grid(batch, self.config.long_range)  # static k-grid/mesh of a block that needs one
+        batch = pad_graphs([g.numbers for g in graphs], [g.positions for g in graphs],
+                           [(g.dst, g.src) for g in graphs], slots.nodes_per_graph, slots.num_edges, slots.num_graphs,
+                           dtype=self.np_dtype, shifts=shifts, cells=cells)
+        batch = with_reciprocal_grid(batch, self.config.long_range)  # static k-grid/mesh of a block that needs one
+        lr = periodic_efa(self.config)
+        if lr is None or not periodic:
+            return batch
+        if not all(g.is_periodic for g in graphs):
+            raise InputError("periodic EFA evaluates molecules and periodic cells in separate calls; this batch "
+                             "mixes them (evaluate_batch them separately)")
+        sets = reciprocal_sets(cells, lr)  # refuses a cell beyond the G budget before XLA
+        return with_reciprocal(batch, sets, self.reciprocal_slots.fit(sets))
 
     def _function(self, batch: Batch, per_atom_stress: bool = False):
         if not batch.is_periodic:

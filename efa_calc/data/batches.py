@@ -14,7 +14,9 @@ Periodic datasets (every frame periodic) get pair lists over periodic images
 (:func:`~efa_calc.graphs.neighbors.neighbor_list`, image shifts n in the
 :class:`~efa_calc.nn.batch.Batch`'s ``cell_shifts``, cells in ``cells``) and a stress
 target (G, 3, 3) in eV/Å³ (ASE's sign) with a per-graph weight ``stress_mask`` (1 for a real
-graph with a stress label, 0 for padding graphs and unlabelled frames).
+graph with a stress label, 0 for padding graphs and unlabelled frames).  For a periodic-EFA
+model (``model_config`` given) every batch also carries the G sets of its cells
+(:mod:`efa_calc.graphs.reciprocal`), padded to one bucket for the whole dataset.
 """
 
 from __future__ import annotations
@@ -28,7 +30,9 @@ import numpy as np
 from efa_calc.graphs.padding import pad_graphs
 from efa_calc.checkpoint import EnergyShift
 from efa_calc.data.dataset import Dataset
+from efa_calc.errors import InputError
 from efa_calc.graphs.neighbors import neighbor_list
+from efa_calc.graphs.reciprocal import periodic_efa, reciprocal_bucket, reciprocal_sets, with_reciprocal
 from efa_calc.nn.batch import Batch
 
 __all__ = ["TrainingBatch", "BatchSampler"]
@@ -57,10 +61,14 @@ class BatchSampler:
       reciprocal_grid: static reciprocal-space grid of every periodic batch, for a
         long-range block that needs one (``LongRangeConfig.reciprocal_grid`` of all the
         dataset's cells: one grid, one compile); ``None``: none.
+      model_config: the :class:`~efa_calc.nn.config.ModelConfig` trained; needed only for a
+        periodic-EFA model on periodic data (its G sets; a cell beyond its G budget or with
+        partial pbc is refused here, before any compile).
     """
 
     def __init__(self, ds: Dataset, cutoff: float, shift: EnergyShift, graphs_per_shard: int,
-                 num_shards: int = 1, seed: int = 0, reciprocal_grid: tuple[int, int, int] | None = None):
+                 num_shards: int = 1, seed: int = 0, reciprocal_grid: tuple[int, int, int] | None = None,
+                 model_config=None):
         self.ds = ds
         self.reciprocal_grid = reciprocal_grid
         self.graphs = graphs_per_shard
@@ -76,6 +84,15 @@ class BatchSampler:
         sizes = np.sort([len(p[0]) for p in self.pairs])[::-1]
         worst = int(sizes[: self.graphs].sum())
         self.edge_ladder = sorted({64 * math.ceil(f * worst / 64) for f in (0.7, 0.85, 1.0)})
+        self.reciprocal = None
+        lr = periodic_efa(model_config)
+        if self.periodic and lr is not None:
+            partial = [i for i, p in enumerate(ds.pbc) if not np.all(p)]
+            if partial:
+                raise InputError(f"frames {partial[:10]} are not periodic in all three directions; periodic EFA "
+                                 "needs pbc=True (put slabs in a 3D cell with vacuum)")
+            self.reciprocal = reciprocal_sets(ds.cells, lr, "frame")
+            self.reciprocal_slots = reciprocal_bucket(max(len(s) for s in self.reciprocal))
 
     def __len__(self) -> int:
         """Number of batches per epoch (the last partial batch is dropped in training)."""
@@ -88,6 +105,8 @@ class BatchSampler:
             periodic = {"shifts": [self.pairs[i].shifts for i in idx], "cells": [self.ds.cells[i] for i in idx]}
         b = pad_graphs([self.ds.numbers[i] for i in idx], [self.ds.positions[i] for i in idx],
                        [self.pairs[i][:2] for i in idx], self.slots, edges, graphs, dtype=np.float32, **periodic)
+        if self.reciprocal is not None:
+            b = with_reciprocal(b, [self.reciprocal[i] for i in idx], self.reciprocal_slots)
         return b.replace(reciprocal_grid=self.reciprocal_grid) if self.periodic else b
 
     def _shard(self, idx: Sequence[int], edges: int) -> tuple:

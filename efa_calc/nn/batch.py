@@ -15,6 +15,9 @@ N atom slots of G graphs, E pair slots::
                             differentiated for per-pair virials (:func:`energy_forces_stresses`)
     reciprocal_grid  static (n1, n2, n3) or None: the reciprocal-space grid shape of a
                     long-range block that needs one (``LongRangeConfig.reciprocal_grid``)
+    reciprocal_indices (G, K, 3) int32 Miller indices n of each graph's reciprocal vectors
+                    G = 2π n·cell⁻ᵀ (periodic EFA, :mod:`efa_calc.graphs.reciprocal`), or None
+    reciprocal_mask (G, K)  bool, False for padding entries of ``reciprocal_indices``, or None
 
 The displacement of pair e is r_e = R[src] − R[dst] + n_e · cell[graph of dst] (the image
 term only where ``cells`` is given); a molecule has neither field.  ``nodes_per_graph`` is
@@ -48,6 +51,8 @@ class Batch:
     cell_shifts: Optional[Float[Array, "E 3"]] = None
     cells: Optional[Float[Array, "G 3 3"]] = None
     pair_offsets: Optional[Float[Array, "E 3"]] = None
+    reciprocal_indices: Optional[Integer[Array, "G K 3"]] = None
+    reciprocal_mask: Optional[Bool[Array, "G K"]] = None
     nodes_per_graph: Optional[int] = flax.struct.field(pytree_node=False, default=None)
     reciprocal_grid: Optional[tuple[int, int, int]] = flax.struct.field(pytree_node=False, default=None)
 

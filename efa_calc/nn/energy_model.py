@@ -194,6 +194,8 @@ def _long_range_block(cfg: ModelConfig, t: int, last: bool, x, positions, batch:
         extra["cells"] = batch.cells
         if batch.reciprocal_grid is not None:  # only for blocks that ask (LongRangeConfig.reciprocal_grid)
             extra["reciprocal_grid"] = batch.reciprocal_grid
+        if batch.reciprocal_indices is not None:  # periodic EFA's G sets (host-built, static shapes)
+            extra.update(reciprocal_indices=batch.reciprocal_indices, reciprocal_mask=batch.reciprocal_mask)
     return block(lr.kind).module(lr, name=f"long_range_{t}")(
         x_lr, positions, batch.batch_segments, batch.node_mask, batch.num_graphs, batch.nodes_per_graph, **extra
     )

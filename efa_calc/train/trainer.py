@@ -152,13 +152,14 @@ class Trainer:
         if d > len(jax.devices()):
             raise ValueError(f"num_devices={d} but only {len(jax.devices())} jax devices exist")
         g = self.opts.graphs_per_batch // d
-        lr = config.model.long_range  # one static k-grid/mesh for every batch (a block that needs one)
+        m = config.model
+        lr = m.long_range  # one static k-grid/mesh for every batch (a block that needs one)
         grid = lr.reciprocal_grid(np.stack(self.ds.cells)) if self.periodic and lr is not None else None
-        self.train_sampler = BatchSampler(train_ds, config.model.cutoff, self.shift, g, d, self.opts.seed, grid)
-        self.valid_sampler = BatchSampler(self.ds.subset(self.valid_idx), config.model.cutoff, self.shift, g, d,
-                                          reciprocal_grid=grid)
-        self.test_sampler = (BatchSampler(self.ds.subset(self.test_idx), config.model.cutoff, self.shift, g, d,
-                                          reciprocal_grid=grid) if len(self.test_idx) else None)
+        kw = {"reciprocal_grid": grid, "model_config": m}
+        self.train_sampler = BatchSampler(train_ds, m.cutoff, self.shift, g, d, self.opts.seed, **kw)
+        self.valid_sampler = BatchSampler(self.ds.subset(self.valid_idx), m.cutoff, self.shift, g, d, **kw)
+        self.test_sampler = (BatchSampler(self.ds.subset(self.test_idx), m.cutoff, self.shift, g, d, **kw)
+                             if len(self.test_idx) else None)
         if len(self.train_sampler) == 0:
             raise ValueError("training split smaller than one batch")
         self.slots = self.train_sampler.slots

@@ -46,6 +46,7 @@ from efa_calc.nn.dense import Dense
 from efa_calc.nn.lebedev import lebedev_grid
 from efa_calc.nn.long_range import LongRangeConfig, register
 from efa_calc.nn.long_range.pair_kernels import exact_kernel_attention, pair_j0, pair_layout, safe_distances
+from efa_calc.nn.long_range.reciprocal import check_periodic_settings, periodic_attention, reciprocal_cutoff
 
 __all__ = [
     "EFAConfig", "EuclideanFastAttention", "exact_kernel_attention", "linear_attention", "pair_kernel_attention",
@@ -53,6 +54,7 @@ __all__ = [
 ]
 
 KERNELS = ("lebedev", "exact")
+PERIODIC_FIELDS = ("periodic_smoothing", "reciprocal_tolerance", "max_reciprocal_vectors")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -75,6 +77,13 @@ class EFAConfig(LongRangeConfig):
       kernel: ``"lebedev"`` (the paper's O(N) quadrature) or ``"exact"`` (the analytic
         j₀ kernel it approximates, O(N²); same parameters, rotation invariant at every
         distance).
+      periodic_smoothing: λ in Å, or ``None`` (molecular EFA, unchanged).  Set, the block is
+        *periodic EFA* (:mod:`.reciprocal`): channel k's kernel is the lattice sum of
+        j₀(ω_k r)·exp(−r²/2λ²), evaluated on the reciprocal lattice of the cell (molecules:
+        the same damped kernel in open space, O(N²)); the Lebedev grid is then unused.
+      reciprocal_tolerance: relative weight f̂ neglected beyond q_on (periodic EFA).
+      max_reciprocal_vectors: budget of G vectors per structure (half space, periodic EFA):
+        a cell needing more is refused before compiling.
     """
 
     kind: ClassVar[str] = "efa"
@@ -85,6 +94,9 @@ class EFAConfig(LongRangeConfig):
     v_features: int | None = None
     activation: str = "gelu"
     kernel: str = "lebedev"
+    periodic_smoothing: float | None = None
+    reciprocal_tolerance: float = 1e-12
+    max_reciprocal_vectors: int = 50_000
 
     def __post_init__(self):
         super().__post_init__()
@@ -96,10 +108,37 @@ class EFAConfig(LongRangeConfig):
             raise ValueError("EFA max_length and max_frequency must be positive")
         if self.kernel not in KERNELS:
             raise ValueError(f"unknown EFA kernel {self.kernel!r}; use one of {KERNELS}")
+        check_periodic_settings(self.periodic_smoothing, self.reciprocal_tolerance, self.max_reciprocal_vectors)
+
+    def to_dict(self) -> dict:
+        """As :meth:`LongRangeConfig.to_dict`; molecular EFA omits the periodic fields, so its
+        ``config.json`` is written exactly as before they existed."""
+        d = super().to_dict()
+        if not self.periodic:
+            for name in PERIODIC_FIELDS:
+                d.pop(name)
+        return d
+
+    @property
+    def periodic(self) -> bool:
+        """Periodic EFA (``periodic_smoothing`` set) is defined in periodic cells."""
+        return self.periodic_smoothing is not None
+
+    @property
+    def omega_max(self) -> float:
+        """Largest ERoPE frequency b_max / r_max (rad/Å)."""
+        return float(self.max_frequency) / float(self.max_length)
+
+    @property
+    def reciprocal_cutoff(self) -> tuple[float, float]:
+        """(q_on, q_max) of periodic EFA's G set in 1/Å (:func:`.reciprocal.reciprocal_cutoff`)."""
+        if not self.periodic:
+            raise ValueError("reciprocal_cutoff: this EFA block is molecular (periodic_smoothing is None)")
+        return reciprocal_cutoff(self.omega_max, self.periodic_smoothing, self.reciprocal_tolerance)
 
     @property
     def invariance_length(self) -> float:
-        return math.inf if self.kernel == "exact" else float(self.max_length)
+        return math.inf if self.kernel == "exact" or self.periodic else float(self.max_length)
 
 
 def linear_attention(
@@ -301,6 +340,9 @@ class EuclideanFastAttention(nn.Module):
         num_graphs: int,
         nodes_per_graph: Optional[int] = None,
         axis_name: Optional[str] = None,
+        cells: Optional[Float[Array, "G 3 3"]] = None,
+        reciprocal_indices: Optional[Integer[Array, "G K 3"]] = None,
+        reciprocal_mask: Optional[Bool[Array, "G K"]] = None,
     ) -> Float[Array, "N Pv Dv Fv"]:
         """Apply EFA.
 
@@ -315,6 +357,10 @@ class EuclideanFastAttention(nn.Module):
           axis_name: sharded evaluation (:mod:`efa_calc.backends.sharded`): ``node_mask`` marks the
             atoms this device owns, and the grid sums are all-reduced over this mesh axis
             (always the linear order; the exact kernel cannot be sharded).
+          cells, reciprocal_indices, reciprocal_mask: periodic EFA in a periodic batch: cells
+            (G, 3, 3) Å (rows a, b, c) and each graph's G set, (G, K, 3) Miller indices with a
+            (G, K) mask (:mod:`efa_calc.graphs.reciprocal`).  Periodic EFA without ``cells``
+            evaluates molecules in open space.
 
         Returns:
           (N, P, (L+1)², F_v): the value's parity and degree, F_v channels.
@@ -332,6 +378,14 @@ class EuclideanFastAttention(nn.Module):
         u, w = lebedev_grid(cfg.lebedev_num)
         omega = erope.frequencies(f_qk, cfg.max_frequency, cfg.max_length)
         mask = node_mask.astype(dtype)
+        if cfg.periodic or cells is not None:
+            if not cfg.periodic or axis_name is not None:
+                raise ValueError("periodic EFA (periodic_smoothing set) on one device only; a molecular EFA block "
+                                 "(periodic_smoothing None) is not defined in cells")
+            y = periodic_attention(q, k, v, mask, positions, omega, cfg.periodic_smoothing, cfg.reciprocal_cutoff,
+                                   batch_segments, num_graphs, nodes_per_graph,
+                                   cells, reciprocal_indices, reciprocal_mask)
+            return y.reshape(v.shape)
         if axis_name is not None and cfg.kernel == "exact":
             raise ValueError("EFA's exact kernel (O(N²), efa_exact=True) cannot be sharded; use the Lebedev kernel")
         if cfg.kernel == "exact":
@@ -362,4 +416,5 @@ class EuclideanFastAttention(nn.Module):
         v_flat = v.reshape(n, -1) * mask[:, None]
         y = linear_attention(q_rot, k_rot, v_flat, batch_segments, num_graphs, nodes_per_graph, axis_name)
         return y.reshape(v.shape)
+
 
