@@ -52,10 +52,12 @@ def test_nvt_on_a_user_file_resumes_and_writes_the_sn2_nvt_outputs(tmp_path, sn2
     assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in (tmp_path / "ref").iterdir())
     s = json.loads((out / "summary.json").read_text())
     assert s["status"] == "completed" and s["structure"] == str(sn2_xyz) and s["model"] == "sn2-efa"
-    assert set(ref) - {"nucleophile", "leaving_group"} == set(s) - {"structure"}
+    # the generic protocol's own settings: the structure file and the output thinning
+    assert set(ref) - {"nucleophile", "leaving_group"} == set(s) - {"structure", "write_every", "log_every"}
     assert set(ref["results"]) == set(s["results"])
 
 
+@pytest.mark.slow  # ~130 s on 2 cores: three protocols end to end
 def test_nve_optimize_and_vibrations_on_a_user_file(tmp_path, sn2_xyz):
     _need("sn2-efa")
     s = execute(protocols()["nve"], tmp_path / "nve", structure=str(sn2_xyz), model="sn2-efa", steps=20,

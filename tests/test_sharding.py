@@ -174,6 +174,7 @@ def _check(res: dict, key: str):
     return r
 
 
+@pytest.mark.slow  # five subprocesses with 4 virtual devices: ~10 min on 2 cores
 @pytest.mark.parametrize("name", ["cumulene-efa", "cumulene-local", "sn2-efa", "sn2-local"])
 def test_bundled_models_sharded_equal_single_device(four_devices, name):
     assert four_devices["devices"] == 4
@@ -181,10 +182,12 @@ def test_bundled_models_sharded_equal_single_device(four_devices, name):
     assert min(r["owned_per_domain"]) >= 1  # every device owned atoms
 
 
+@pytest.mark.slow  # five subprocesses with 4 virtual devices: ~10 min on 2 cores
 def test_evaluate_batch_sharded(four_devices):
     _check(four_devices, "bundled_batch")
 
 
+@pytest.mark.slow  # five subprocesses with 4 virtual devices: ~10 min on 2 cores
 @pytest.mark.parametrize("name", ["cumulene_efa", "sn2_efa", "cluster16_efa", "cluster16_local_T2"])
 def test_reference_checkpoints_sharded_equal_single_device(four_devices, name):
     if "reference_skipped" in four_devices:
@@ -193,21 +196,25 @@ def test_reference_checkpoints_sharded_equal_single_device(four_devices, name):
     _check(four_devices, f"reference/{name}")
 
 
+@pytest.mark.slow  # five subprocesses with 4 virtual devices: ~10 min on 2 cores
 def test_3000_atom_cluster(four_devices):
     r = _check(four_devices, "cluster3000")
     assert r["atoms"] == 3000 and r["ghosts"] > 0 and r["max_abs_force"] > 0.1
 
 
+@pytest.mark.slow  # five subprocesses with 4 virtual devices: ~10 min on 2 cores
 def test_all_atoms_in_one_domain(four_devices):
     r = _check(four_devices, "one_domain")
     assert r["owned_per_domain"] == [r["atoms"], 0, 0, 0]
 
 
+@pytest.mark.slow  # five subprocesses with 4 virtual devices: ~10 min on 2 cores
 def test_domains_left_empty(four_devices):
     r = _check(four_devices, "empty_domains")
     assert r["owned_per_domain"].count(0) == 2
 
 
+@pytest.mark.slow  # five subprocesses with 4 virtual devices: ~10 min on 2 cores
 def test_capacity_overflow_repartitions_then_grows(four_devices):
     r = _check(four_devices, "repartition")
     assert r["repartitions"] == 1 and r["capacity_changes"] == 0
@@ -215,21 +222,25 @@ def test_capacity_overflow_repartitions_then_grows(four_devices):
     assert g["capacity_changes"] == 1 and g["capacities"][2] > r["capacities"][1][2]
 
 
+@pytest.mark.slow  # five subprocesses with 4 virtual devices: ~10 min on 2 cores
 def test_all_to_all_attention_sharded(four_devices):
     _check(four_devices, "all_to_all")
 
 
+@pytest.mark.slow  # five subprocesses with 4 virtual devices: ~10 min on 2 cores
 def test_forces_match_finite_differences(four_devices):
     r = four_devices["finite_differences"]
     assert r["max_abs_force"] > 0.1
     assert r["dF"] < 1e-6, f"central differences (h = {r['h']} Å) differ by {r['dF']:.3g} eV/Å"
 
 
+@pytest.mark.slow  # five subprocesses with 4 virtual devices: ~10 min on 2 cores
 def test_more_devices_than_atoms_is_an_input_error(four_devices):
     assert four_devices["too_few_atoms"].startswith("InputError: structure has 2 atoms, fewer than the 4 devices")
 
 
 # ----------------------------------------------------------------------------- 2 processes
+@pytest.mark.slow  # five subprocesses with 4 virtual devices: ~10 min on 2 cores
 def test_two_processes_equal_one(runs):
     """Two CPU processes (jax.distributed on localhost, gloo collectives, 2 host devices
     each: a global mesh of 4) against one process on one device."""
