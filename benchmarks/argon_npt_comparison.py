@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -41,6 +40,9 @@ from ase import Atoms, units
 from ase.io import read, write
 
 from efa_calc.timeseries import mean_and_standard_error
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from npt_runs import compare_density, plot_density, read_series, run_efa_md_npt  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -78,20 +80,10 @@ def run_efa_md(engine: str, out: Path, args) -> None:
     structure = out / "start.extxyz"
     if not structure.exists():
         write(structure, start_frame())
-    steps = int(round((args.equilibration_ps + args.production_ps) * 1000 / DT_FS))
-    sample = int(round(SAMPLE_PS * 1000 / DT_FS))
-    cmd = [sys.executable, "-m", "md_protocols.cli", "run", "npt", "--out", str(out / "run"), "--quiet",
-           "--structure", str(structure), "--model", "argon-local", "--engine", engine,
-           "--temperature", str(T_K), "--pressure", str(P_BAR), "--timestep", str(DT_FS),
-           "--tdamp", str(TDAMP_FS), "--pdamp", str(PDAMP_FS), "--steps", str(steps),
-           "--equilibration-steps", str(int(round(args.equilibration_ps * 1000 / DT_FS))),
-           "--write-every", str(sample), "--log-every", str(sample), "--dtype", args.dtype,
-           "--isolated-energy", repr(isolated_atom_energy(args.dtype)), "--seed", str(args.seed)]
-    if (out / "run" / "state.json").exists():
-        cmd.append("--resume")
-    t0 = time.perf_counter()
-    subprocess.run(cmd, check=True)
-    (out / "wall_s.txt").write_text(f"{time.perf_counter() - t0:.1f}\n")
+    run_efa_md_npt(out, structure, "argon-local", engine, temperature_K=T_K, pressure_bar=P_BAR, timestep_fs=DT_FS,
+                   tdamp_fs=TDAMP_FS, pdamp_fs=PDAMP_FS, equilibration_ps=args.equilibration_ps,
+                   production_ps=args.production_ps, sample_ps=SAMPLE_PS, dtype=args.dtype, seed=args.seed,
+                   extra=["--isolated-energy", repr(isolated_atom_energy(args.dtype))])
 
 
 def run_lammps(out: Path, args) -> None:
@@ -164,18 +156,6 @@ def _write_rows(path: Path, rows: list[dict]) -> None:
         w.writerows(rows)
 
 
-def _series(name: str, out: Path) -> dict | None:
-    """time (ps), density (g/cm³) and potential energy (eV) of one run, or None if absent."""
-    path = out / ("series.csv" if name == "lammps" else "run/log.csv")
-    if not path.exists():
-        return None
-    with open(path) as f:
-        rows = list(csv.DictReader(f))
-    t = np.array([float(r["time_ps"]) if "time_ps" in r else float(r["time_fs"]) / 1000 for r in rows])
-    return {"time_ps": t, "density_g_cm3": np.array([float(r["density_g_cm3"]) for r in rows]),
-            "epot_eV": np.array([float(r["epot_eV"]) for r in rows])}
-
-
 def summary(args) -> dict:
     ref = json.loads((RESULTS / "lammps_argon_npt.json").read_text())
     rho_ref = ref["results"]["density_g_cm3"]
@@ -189,24 +169,19 @@ def summary(args) -> dict:
     e_gas = isolated_atom_energy(args.dtype)
     series = {}
     for name in ("ase", "jax", "lammps"):
-        s = _series(name, args.work / name)
-        if s is None:
-            continue
-        keep = s["time_ps"] > args.equilibration_ps + 1e-9
-        if keep.sum() < 20:
+        s = read_series(args.work / name / ("series.csv" if name == "lammps" else "run/log.csv"))
+        row = None if s is None else compare_density(s, args.equilibration_ps, rho_ref["mean"], rho_ref["se"])
+        if row is None:
             continue
         series[name] = s
-        rho, se, g = mean_and_standard_error(s["density_g_cm3"][keep])
+        keep = row.pop("keep")
         u, se_u, _ = mean_and_standard_error(s["epot_eV"][keep] / 500)
         dh = (e_gas - u + units.kB * T_K) * EV_TO_KJ_PER_MOL
         wall = args.work / name / "wall_s.txt"
-        out["runs"][name] = {
-            "production_ps": float(s["time_ps"][keep][-1] - args.equilibration_ps), "density_g_cm3": rho, "se": se,
-            "statistical_inefficiency": g, "relative_difference_to_lammps_lj": rho / rho_ref["mean"] - 1,
-            "difference_in_combined_se": (rho - rho_ref["mean"]) / np.hypot(se, rho_ref["se"]),
-            "heat_of_vaporization_kJ_mol": dh, "se_heat_of_vaporization_kJ_mol": se_u * EV_TO_KJ_PER_MOL,
-            "wall_s": float(wall.read_text()) if wall.exists() else None,
-        }
+        row["relative_difference_to_lammps_lj"] = row.pop("relative_difference_to_lammps")
+        out["runs"][name] = {**row, "heat_of_vaporization_kJ_mol": dh,
+                             "se_heat_of_vaporization_kJ_mol": se_u * EV_TO_KJ_PER_MOL,
+                             "wall_s": float(wall.read_text()) if wall.exists() else None}
     bias = args.work / "pressure_bias.json"
     if bias.exists():
         out["model_pressure_bias_along_ase_trajectory"] = json.loads(bias.read_text())
@@ -224,26 +199,11 @@ def summary(args) -> dict:
 
 
 def _plot(series: dict, out: dict) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     ref = out["lammps_lj_reference"]
-    fig, ax = plt.subplots(figsize=(7.5, 4))
-    ax.axhspan(ref["density_g_cm3"] - ref["se"], ref["density_g_cm3"] + ref["se"], color="0.8",
-               label=f"LAMMPS LJ: {ref['density_g_cm3']:.4f} ± {ref['se']:.4f}")
-    for k, (name, s) in enumerate(series.items()):
-        r = out["runs"][name]
-        ax.plot(s["time_ps"], s["density_g_cm3"], lw=0.6, color=f"C{k}",
-                label=f"argon-local, {name}: {r['density_g_cm3']:.4f} ± {r['se']:.4f}")
-    ax.axvline(out["settings"]["equilibration_ps"], color="k", lw=0.8, ls=":")
-    ax.set(xlabel="time (ps)", ylabel="density (g/cm³)", title="NPT, 500 Ar, 94.4 K, 1 atm")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = ROOT / "docs" / "figures" / "argon_npt_comparison.png"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
+    rows = {f"argon-local, {k}": v for k, v in out["runs"].items()}
+    plot_density({f"argon-local, {k}": v for k, v in series.items()}, rows, (ref["density_g_cm3"], ref["se"]),
+                 out["settings"]["equilibration_ps"], "NPT, 500 Ar, 94.4 K, 1 atm", "LAMMPS LJ",
+                 ROOT / "docs" / "figures" / "argon_npt_comparison.png")
 
 
 def main(argv=None) -> int:

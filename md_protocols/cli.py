@@ -51,7 +51,7 @@ def protocol_parser(name: str, mod) -> argparse.ArgumentParser:
     g = p.add_argument_group(f"settings of {name} (default in brackets)")
     for key, default in mod.DEFAULTS.items():
         spec = setting_spec(mod, key)
-        shown = "required" if default is None else f"default {default}"
+        shown = ("optional" if spec.optional else "required") if default is None else f"default {default}"
         unit = f" {spec.unit}" if spec.unit and default is not None else ""
         g.add_argument(option_name(key), dest=key, metavar=key.upper(), default=None,
                        help=f"{spec.help} [{shown}{unit}; key {key}; allowed: {spec.allowed()}]")

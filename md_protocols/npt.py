@@ -49,7 +49,7 @@ DEFAULTS = {"structure": None, "model": None, "steps": 5000, "timestep_fs": 2.0,
 SETTINGS = {
     "equilibration_steps": Setting(int, "steps left out of the summary's means (equilibration)", "", 0, 100_000_000),
     "isolated_energy_eV": Setting(float, "the model's energy of one isolated molecule (or atom), for the heat of "
-                                         "vaporization", "eV"),
+                                         "vaporization", "eV", optional=True),
     "molecule_atoms": Setting(int, "atoms per molecule, for the heat of vaporization", "", 1, 100_000),
 }
 

@@ -33,7 +33,7 @@ class Setting:
     ``kind`` is ``int``, ``float``, ``str``, ``bool``, ``"path"``, ``"model"`` or
     ``"indices"`` (comma-separated atom indices); ``lo``/``hi`` bound numbers (``lo_open``:
     strictly above ``lo``); ``choices`` lists allowed strings; ``count`` fixes the number of
-    indices.
+    indices; ``optional`` marks a setting whose ``None`` default means "not given".
     """
 
     kind: Any
@@ -44,6 +44,7 @@ class Setting:
     lo_open: bool = False
     choices: tuple = ()
     count: int | None = None
+    optional: bool = False  # a None default means "not given" (not "required")
 
     def allowed(self) -> str:
         if self.choices:
