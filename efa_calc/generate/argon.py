@@ -36,7 +36,7 @@ import numpy as np
 from ase import Atoms
 from ase.build import bulk
 
-from efa_calc.generate.lammps_labeller import LammpsLabeller, setup_lammps_system
+from efa_calc.generate.lammps_labeller import LammpsLabeller, lammps_frame, rms_displacement, setup_lammps_system
 from efa_calc.interfaces.lammps_runtime import new_lammps
 
 __all__ = ["AMU_PER_A3_TO_G_PER_CM3", "argon_pair_commands", "plan_argon", "argon_labeller", "density_g_cm3"]
@@ -94,27 +94,6 @@ def _strained_fcc(a: float, repeats, max_strain: float, rng) -> tuple[Atoms, np.
     return crystal, eps[(0, 1, 2, 1, 0, 0), (0, 1, 2, 2, 2, 1)]
 
 
-def _lammps_frame(lmp, n: int) -> Atoms:
-    """The current LAMMPS box and positions as fully periodic ``Atoms`` (LAMMPS orientation, Å)."""
-    boxlo, boxhi, xy, yz, xz, _, _ = lmp.extract_box()
-    lo, hi = np.asarray(boxlo), np.asarray(boxhi)
-    cell = np.array([[hi[0] - lo[0], 0.0, 0.0], [xy, hi[1] - lo[1], 0.0], [xz, yz, hi[2] - lo[2]]])
-    ids = np.asarray(lmp.numpy.extract_atom("id"))[:n]
-    x = np.array(lmp.numpy.extract_atom("x")[:n], dtype=np.float64)
-    pos = np.empty_like(x)
-    pos[ids - 1] = x - lo
-    return Atoms(f"Ar{n}", pos, cell=cell, pbc=True)
-
-
-def _rms_displacement(frame: Atoms, sites: Atoms) -> float:
-    """RMS distance (Å) of the atoms from their starting sites (minimum image, mean drift removed)."""
-    d = frame.positions - sites.positions
-    frac = np.linalg.solve(frame.cell.array.T, d.T).T
-    d = (frac - np.round(frac)) @ frame.cell.array
-    d -= d.mean(axis=0)
-    return float(np.sqrt(np.mean(np.sum(d * d, axis=1))))
-
-
 def run_md(start: Atoms, params: dict, temperature: float, frames: int, spacing_ps: float, seed: int,
            pressure_bar: float | None = None, minimize: bool = False, track_sites: bool = False) -> list[Atoms]:
     """LAMMPS NVT (or isotropic NPT at ``pressure_bar``) from ``start``; ``frames`` snapshots ``spacing_ps`` apart.
@@ -131,7 +110,7 @@ def run_md(start: Atoms, params: dict, temperature: float, frames: int, spacing_
                            "thermo 1000"])
         if minimize:
             lmp.command("minimize 1.0e-6 1.0e-4 200 2000")
-        sites = _lammps_frame(lmp, len(start))
+        sites = lammps_frame(lmp, len(start), ["Ar"])
         tdamp = float(params["tdamp_fs"]) / 1000
         fix = f"fix md all nvt temp {temperature!r} {temperature!r} {tdamp!r}"
         if pressure_bar is not None:
@@ -142,10 +121,10 @@ def run_md(start: Atoms, params: dict, temperature: float, frames: int, spacing_
         out = []
         for k in range(frames):
             lmp.command(f"run {int(round(spacing_ps * 1000 / dt))} pre no post no")
-            frame = _lammps_frame(lmp, len(start))
+            frame = lammps_frame(lmp, len(start), ["Ar"])
             frame.info["time_ps"] = round((k + 1) * spacing_ps, 6)
             if track_sites:
-                frame.info["rms_displacement_A"] = round(_rms_displacement(frame, sites), 4)
+                frame.info["rms_displacement_A"] = round(rms_displacement(frame, sites), 4)
             out.append(frame)
         return out
     finally:

@@ -36,7 +36,7 @@ from ase.geometry import complete_cell
 from efa_calc.generate.runner import Label
 from efa_calc.interfaces.lammps_runtime import load_lammps, new_lammps
 
-__all__ = ["LammpsLabeller", "setup_lammps_system", "lammps_state"]
+__all__ = ["LammpsLabeller", "setup_lammps_system", "lammps_state", "lammps_frame", "rms_displacement"]
 
 # LAMMPS's global pressure vector order: pxx, pyy, pzz, pxy, pxz, pyz
 _LMP_PAIRS = ((0, 0), (1, 1), (2, 2), (0, 1), (0, 2), (1, 2))
@@ -129,6 +129,28 @@ def lammps_state(lmp, prism: Prism, n: int, periodic: bool) -> tuple[float, np.n
     sigma = -prism.tensor2_to_ase(p_tensor) * units.bar
     voigt = sigma[(0, 1, 2, 1, 0, 0), (0, 1, 2, 2, 2, 1)]
     return energy, forces, voigt
+
+
+def lammps_frame(lmp, n: int, species: Sequence[str]) -> Atoms:
+    """The current LAMMPS box, types and positions as fully periodic ``Atoms`` (LAMMPS orientation, Å);
+    type t is ``species[t - 1]``."""
+    boxlo, boxhi, xy, yz, xz, _, _ = lmp.extract_box()
+    lo, hi = np.asarray(boxlo), np.asarray(boxhi)
+    cell = np.array([[hi[0] - lo[0], 0.0, 0.0], [xy, hi[1] - lo[1], 0.0], [xz, yz, hi[2] - lo[2]]])
+    ids = np.asarray(lmp.numpy.extract_atom("id"))[:n] - 1
+    pos, types = np.empty((n, 3)), np.empty(n, int)
+    pos[ids] = np.array(lmp.numpy.extract_atom("x")[:n], dtype=np.float64) - lo
+    types[ids] = np.asarray(lmp.numpy.extract_atom("type"))[:n]
+    return Atoms([species[t - 1] for t in types], pos, cell=cell, pbc=True)
+
+
+def rms_displacement(frame: Atoms, sites: Atoms) -> float:
+    """RMS distance (Å) of the atoms of ``frame`` from ``sites`` (minimum image, mean drift removed)."""
+    d = frame.positions - sites.positions
+    frac = np.linalg.solve(frame.cell.array.T, d.T).T
+    d = (frac - np.round(frac)) @ frame.cell.array
+    d -= d.mean(axis=0)
+    return float(np.sqrt(np.mean(np.sum(d * d, axis=1))))
 
 
 class LammpsLabeller:

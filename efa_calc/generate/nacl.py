@@ -47,7 +47,7 @@ import numpy as np
 from ase import Atoms
 from ase.build import bulk, surface
 
-from efa_calc.generate.lammps_labeller import LammpsLabeller, setup_lammps_system
+from efa_calc.generate.lammps_labeller import LammpsLabeller, lammps_frame, rms_displacement, setup_lammps_system
 from efa_calc.interfaces.lammps_runtime import new_lammps
 
 __all__ = ["TOSI_FUMI", "SPECIES", "CHARGES", "MASSES", "nacl_pair_commands", "nacl_labeller", "density_g_cm3",
@@ -145,27 +145,6 @@ def with_defect(crystal: Atoms, defect: str, rng) -> Atoms:
     return out
 
 
-def _lammps_frame(lmp, n: int) -> Atoms:
-    """The current LAMMPS box, types and positions as fully periodic ``Atoms`` (LAMMPS orientation, Å)."""
-    boxlo, boxhi, xy, yz, xz, _, _ = lmp.extract_box()
-    lo, hi = np.asarray(boxlo), np.asarray(boxhi)
-    cell = np.array([[hi[0] - lo[0], 0.0, 0.0], [xy, hi[1] - lo[1], 0.0], [xz, yz, hi[2] - lo[2]]])
-    ids = np.asarray(lmp.numpy.extract_atom("id"))[:n] - 1
-    pos, types = np.empty((n, 3)), np.empty(n, int)
-    pos[ids] = np.array(lmp.numpy.extract_atom("x")[:n], dtype=np.float64) - lo
-    types[ids] = np.asarray(lmp.numpy.extract_atom("type"))[:n]
-    return Atoms([SPECIES[t - 1] for t in types], pos, cell=cell, pbc=True)
-
-
-def _rms_displacement(frame: Atoms, sites: Atoms) -> float:
-    """RMS distance (Å) of the ions from ``sites`` (minimum image, mean drift removed)."""
-    d = frame.positions - sites.positions
-    frac = np.linalg.solve(frame.cell.array.T, d.T).T
-    d = (frac - np.round(frac)) @ frame.cell.array
-    d -= d.mean(axis=0)
-    return float(np.sqrt(np.mean(np.sum(d * d, axis=1))))
-
-
 def run_md(start: Atoms, params: dict, temperature: float, frames: int, spacing_ps: float, seed: int,
            premelt_K: float | None = None, premelt_ps: float = 0.0) -> list[Atoms]:
     """LAMMPS Nosé–Hoover NVT (``timestep_fs``, ``tdamp_fs``) from ``start``: optionally ``premelt_ps`` at
@@ -186,13 +165,13 @@ def run_md(start: Atoms, params: dict, temperature: float, frames: int, spacing_
                                f"velocity all scale {temperature!r}"])
         lmp.commands_list([f"fix md all nvt temp {temperature!r} {temperature!r} {tdamp!r}",
                            f"run {steps(float(params['equilibration_ps']))}"])
-        sites = _lammps_frame(lmp, len(start))
+        sites = lammps_frame(lmp, len(start), SPECIES)
         out = []
         for k in range(frames):
             lmp.command(f"run {steps(spacing_ps)} pre no post no")
-            frame = _lammps_frame(lmp, len(start))
+            frame = lammps_frame(lmp, len(start), SPECIES)
             frame.info["time_ps"] = round((k + 1) * spacing_ps, 6)
-            frame.info["rms_displacement_A"] = round(_rms_displacement(frame, sites), 4)
+            frame.info["rms_displacement_A"] = round(rms_displacement(frame, sites), 4)
             out.append(frame)
         return out
     finally:
