@@ -169,7 +169,8 @@ def write_model_card(name: str, res: dict) -> Path:
         f"Issue 25's acceptance: nacl-efa's bulk energy MAE ≤ {BULK_ENERGY_BOUND_MEV} meV/atom "
         f"(measured {acc.get('nacl_efa_bulk_energy_mae_meV_atom', float('nan')):.3f}); nacl-local's slab and defect "
         f"energy MAE ≥ {LOCAL_OVER_EFA_BOUND}× nacl-efa's (measured "
-        + ", ".join(f"{k} {v:.2f}×" for k, v in acc.get("local_over_efa_energy_mae", {}).items()) + ").", "",
+        + ", ".join(f"{k} {v:.2f}×" for k, v in acc.get("local_over_efa_energy_mae", {}).items())
+        + f"): **{'met' if acc.get('meets') else 'not met'}**.", "",
         *table(res), "", "![errors per kind](../../docs/figures/nacl_errors.png)", "",
         "## Limits",
         "- NaCl of this rigid-ion potential only: crystal 300–1000 K (a = 5.55–5.75 Å, strained), melt 1100–1500 K at "
