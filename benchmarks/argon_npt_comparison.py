@@ -80,7 +80,7 @@ def run_efa_md(engine: str, out: Path, args) -> None:
     structure = out / "start.extxyz"
     if not structure.exists():
         write(structure, start_frame())
-    run_efa_md_npt(out, structure, "argon-local", engine, temperature_K=T_K, pressure_bar=P_BAR, timestep_fs=DT_FS,
+    run_efa_md_npt(out, structure, "argon-local", engine, temperature_K=T_K, pressure_bar=args.pressure_bar, timestep_fs=DT_FS,
                    tdamp_fs=TDAMP_FS, pdamp_fs=PDAMP_FS, equilibration_ps=args.equilibration_ps,
                    production_ps=args.production_ps, sample_ps=SAMPLE_PS, dtype=args.dtype, seed=args.seed,
                    extra=["--isolated-energy", repr(isolated_atom_energy(args.dtype))])
@@ -102,7 +102,7 @@ def run_lammps(out: Path, args) -> None:
         f"timestep {DT_FS / 1000!r}", "fix efa all external pf/callback 1 1",
         "fix_modify efa energy yes virial yes",
         f"velocity all create {T_K!r} {args.seed + 1} mom yes rot no dist gaussian",
-        f"fix npt all npt temp {T_K!r} {T_K!r} {TDAMP_FS / 1000!r} iso {P_BAR!r} {P_BAR!r} {PDAMP_FS / 1000!r}",
+        f"fix npt all npt temp {T_K!r} {T_K!r} {TDAMP_FS / 1000!r} iso {args.pressure_bar!r} {args.pressure_bar!r} {PDAMP_FS / 1000!r}",
         "thermo_style custom step temp pe press vol", f"thermo {sample}",
     ])
     fix = attach(lmp, "argon-local", ["Ar"], dtype=args.dtype, guard="warn")
@@ -157,10 +157,10 @@ def _write_rows(path: Path, rows: list[dict]) -> None:
 
 
 def summary(args) -> dict:
-    ref = json.loads((RESULTS / "lammps_argon_npt.json").read_text())
+    ref = json.loads((RESULTS / f"lammps_argon_npt{_suffix(args)}.json").read_text())
     rho_ref = ref["results"]["density_g_cm3"]
     out = {"description": __doc__.split("\n")[0], "units": "g/cm^3, kJ/mol, ps",
-           "settings": {"temperature_K": T_K, "pressure_bar": P_BAR, "timestep_fs": DT_FS, "tdamp_fs": TDAMP_FS,
+           "settings": {"temperature_K": T_K, "pressure_bar": args.pressure_bar, "timestep_fs": DT_FS, "tdamp_fs": TDAMP_FS,
                         "pdamp_fs": PDAMP_FS, "sample_ps": SAMPLE_PS, "equilibration_ps": args.equilibration_ps,
                         "dtype": args.dtype},
            "lammps_lj_reference": {"density_g_cm3": rho_ref["mean"], "se": rho_ref["se"],
@@ -193,28 +193,37 @@ def summary(args) -> dict:
              "se": r["results"]["density_g_cm3"]["se"]})
     out["isolated_atom_energy_eV"] = e_gas
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "argon_npt_comparison.json").write_text(json.dumps(out, indent=1) + "\n")
-    _plot(series, out)
+    (RESULTS / f"argon_npt_comparison{_suffix(args)}.json").write_text(json.dumps(out, indent=1) + "\n")
+    _plot(series, out, _suffix(args))
     return out
 
 
-def _plot(series: dict, out: dict) -> None:
+def _suffix(args) -> str:
+    """File-name suffix of a run at another pressure than 1 atm ('' or e.g. '_50bar')."""
+    return "" if abs(args.pressure_bar - P_BAR) < 1e-9 else f"_{args.pressure_bar:g}bar"
+
+
+def _plot(series: dict, out: dict, suffix: str = "") -> None:
     ref = out["lammps_lj_reference"]
     rows = {f"argon-local, {k}": v for k, v in out["runs"].items()}
     plot_density({f"argon-local, {k}": v for k, v in series.items()}, rows, (ref["density_g_cm3"], ref["se"]),
-                 out["settings"]["equilibration_ps"], "NPT, 500 Ar, 94.4 K, 1 atm", "LAMMPS LJ",
-                 ROOT / "docs" / "figures" / "argon_npt_comparison.png")
+                 out["settings"]["equilibration_ps"], f"NPT, 500 Ar, 94.4 K, {out['settings']['pressure_bar']:g} bar",
+                 "LAMMPS LJ", ROOT / "docs" / "figures" / f"argon_npt_comparison{suffix}.png")
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--run", choices=("ase", "jax", "lammps", "bias", "summary"), required=True)
-    p.add_argument("--work", type=Path, default=ROOT / "benchmarks" / "runs" / "argon_npt", help="run directories")
+    p.add_argument("--work", type=Path, default=None, help="run directories (default benchmarks/runs/argon_npt[_Pbar])")
+    p.add_argument("--pressure-bar", type=float, default=P_BAR, help="bar (default 1 atm; the LAMMPS reference "
+                   "benchmarks/results/lammps_argon_npt[_Pbar].json must exist for the summary)")
     p.add_argument("--equilibration-ps", type=float, default=10.0)
     p.add_argument("--production-ps", type=float, default=100.0)
     p.add_argument("--dtype", default="float32", choices=("float32", "float64"))
     p.add_argument("--seed", type=int, default=1)
     args = p.parse_args(argv)
+    if args.work is None:
+        args.work = ROOT / "benchmarks" / "runs" / f"argon_npt{_suffix(args)}"
     if args.run == "bias":
         print(json.dumps(pressure_bias(args), indent=1))
     elif args.run == "summary":
