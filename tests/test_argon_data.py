@@ -65,6 +65,8 @@ def test_planning_is_deterministic():
 
 def test_bad_config_is_refused_with_the_key_named():
     with pytest.raises(ValueError, match="unknown argon blocks"):
+        plan_argon({**TINY, "plasma_nvt": {"temperatures_K": [300.0]}})
+    with pytest.raises(ValueError, match="gas_nvt.*lacks.*densities_g_cm3"):
         plan_argon({**TINY, "gas_nvt": {"temperatures_K": [300.0]}})
     with pytest.raises(ValueError, match="lack.*sigma_A"):
         plan_argon({k: v for k, v in TINY.items() if k != "sigma_A"})
@@ -99,7 +101,18 @@ def test_bundled_test_split_uses_other_sizes_and_state_points():
     assert any(len(a) == 500 and a.info["ensemble"] == "NPT" and a.info["temperature_K"] == 94.4 for a in test)
 
 
-@pytest.mark.parametrize("name", ["argon_lj.extxyz", "argon_lj_test.extxyz"])
+def test_interface_data_has_free_surfaces_and_gas_of_other_sizes():
+    train, test = _bundled("argon_lj_interface.extxyz"), _bundled("argon_lj_interface_test.extxyz")
+    assert {a.info["kind"] for a in train} == {a.info["kind"] for a in test} == {"interface", "gas"}
+    assert {len(a) for a in test} - {len(a) for a in train}  # held-out sizes
+    for a in (f for f in train + test if f.info["kind"] == "interface"):
+        counts = np.histogram(a.get_scaled_positions()[:, 2], bins=12, range=(0.0, 1.0))[0]
+        # liquid and vapour along c: a bulk liquid's 12 slices hold equal counts to ~20 %
+        assert counts.max() > 5 * max(counts.min(), 1), counts
+
+
+@pytest.mark.parametrize("name", ["argon_lj.extxyz", "argon_lj_test.extxyz", "argon_lj_interface.extxyz",
+                                  "argon_lj_interface_test.extxyz"])
 def test_bundled_labels_are_lammps_labels(name):
     frames = _bundled(name)
     lab = argon_labeller(tomllib.loads((CONFIGS / "argon-data.toml").read_text())["params"])

@@ -14,7 +14,12 @@ of state points given by the config:
   ``pressures_bar``, so the densities are the potential's own at (T, P);
 * ``solid_nvt``: fcc crystals (``repeats`` of the cubic 4-atom cell) with lattice constants
   ``lattice_A`` under random small symmetric strains (``max_strain``, shear included:
-  triclinic cells), NVT at each T.
+  triclinic cells), NVT at each T;
+* ``liquid_slab``: a liquid of ``num_atoms`` at ``densities_g_cm3`` in a box whose c axis is
+  ``vacuum_factor`` times longer (a slab with two free surfaces), NVT at each T: liquid–vapour
+  interfaces, evaporated atoms and the vapour (what a cavity in the liquid looks like);
+* ``gas_nvt``: random starts at low ``densities_g_cm3`` (no sanity window), NVT at each T:
+  gas, and below T_c droplets and clusters (low-coordination environments).
 
 Each state point is equilibrated for ``equilibration_ps`` and then ``frames`` frames are
 kept ``spacing_ps`` apart.  The ``n``-th state point of a block (the product of its
@@ -23,7 +28,7 @@ temperatures, densities/pressures/lattices, in that order) uses ``num_atoms[n % 
 rows are lattice vectors in Å), fully periodic.  Labels come from
 :class:`~efa_calc.generate.lammps_labeller.LammpsLabeller` with the same potential.
 
-Frame ``info``: ``kind`` (``liquid`` | ``solid``), ``ensemble``, ``temperature_K``,
+Frame ``info``: ``kind`` (``liquid`` | ``solid`` | ``interface`` | ``gas``), ``ensemble``, ``temperature_K``,
 ``source``, ``state_point``, ``num_atoms``, ``density_g_cm3`` (of the frame),
 ``pressure_bar`` (NPT target), ``lattice_A`` and ``strain_voigt`` (solids), ``time_ps``.
 """
@@ -49,7 +54,11 @@ _BLOCK_KEYS = {
     "liquid_nvt": ("temperatures_K", "densities_g_cm3", "num_atoms", "frames", "spacing_ps"),
     "liquid_npt": ("temperatures_K", "pressures_bar", "num_atoms", "frames", "spacing_ps"),
     "solid_nvt": ("temperatures_K", "lattice_A", "repeats", "frames", "spacing_ps"),
+    "liquid_slab": ("temperatures_K", "densities_g_cm3", "num_atoms", "vacuum_factor", "frames", "spacing_ps"),
+    "gas_nvt": ("temperatures_K", "densities_g_cm3", "num_atoms", "frames", "spacing_ps"),
 }
+_KINDS = {"liquid_nvt": ("liquid", "NVT"), "liquid_npt": ("liquid", "NPT"), "solid_nvt": ("solid", "NVT"),
+          "liquid_slab": ("interface", "NVT"), "gas_nvt": ("gas", "NVT")}
 _MELTED_RMS_A = 1.0  # Å from the lattice sites; Lindemann's melting criterion is ~0.1 × 3.8 Å
 
 
@@ -133,21 +142,28 @@ def run_md(start: Atoms, params: dict, temperature: float, frames: int, spacing_
 
 def _block_jobs(name: str, block: dict) -> list[dict]:
     """State points of one block (see the module docstring), each a dict of its settings."""
-    kind, ensemble = {"liquid_nvt": ("liquid", "NVT"), "liquid_npt": ("liquid", "NPT"), "solid_nvt": ("solid", "NVT")}[name]
-    axis = {"liquid_nvt": "densities_g_cm3", "liquid_npt": "pressures_bar", "solid_nvt": "lattice_A"}[name]
+    kind, ensemble = _KINDS[name]
+    axis = {"liquid_npt": "pressures_bar", "solid_nvt": "lattice_A"}.get(name, "densities_g_cm3")
     sizes = block["repeats"] if kind == "solid" else block["num_atoms"]
     jobs = []
     for i, (t, x) in enumerate(itertools.product(block["temperatures_K"], block[axis])):
         jobs.append({"kind": kind, "ensemble": ensemble, "block": name, "temperature_K": float(t), axis: float(x),
                      "size": sizes[i % len(sizes)], "frames": int(block["frames"]), "spacing_ps": float(block["spacing_ps"]),
-                     "strains": int(block.get("strains", 1)), "max_strain": float(block.get("max_strain", 0.0))})
+                     "strains": int(block.get("strains", 1)), "max_strain": float(block.get("max_strain", 0.0)),
+                     "vacuum_factor": float(block.get("vacuum_factor", 1.0))})
     return jobs
 
 
 def _sample(job: dict, params: dict, rng) -> list[Atoms]:
     mass = float(params["mass_amu"])
     t = job["temperature_K"]
-    if job["kind"] == "liquid":
+    if job["kind"] in ("interface", "gas"):
+        start = _random_liquid(int(job["size"]), job["densities_g_cm3"], mass, rng)
+        if job["kind"] == "interface":  # the liquid becomes a slab: c grows, the atoms stay in the bottom box
+            start.set_cell(np.diag([1.0, 1.0, job["vacuum_factor"]]) @ start.cell.array, scale_atoms=False)
+        frames = run_md(start, params, t, job["frames"], job["spacing_ps"], int(rng.integers(1, 2**30)), minimize=True)
+        extra = [{"vacuum_factor": job["vacuum_factor"]} if job["kind"] == "interface" else {}] * len(frames)
+    elif job["kind"] == "liquid":
         start = _random_liquid(int(job["size"]), float(job.get("densities_g_cm3", 1.3)), mass, rng)
         frames = run_md(start, params, t, job["frames"], job["spacing_ps"], int(rng.integers(1, 2**30)),
                         pressure_bar=job.get("pressures_bar"), minimize=True)
@@ -179,7 +195,7 @@ def plan_argon(params: dict) -> list[Atoms]:
     the potential and MD settings plus the blocks ``liquid_nvt``, ``liquid_npt``, ``solid_nvt``."""
     from tqdm.auto import tqdm
 
-    known = ("liquid_nvt", "liquid_npt", "solid_nvt")
+    known = tuple(_BLOCK_KEYS)  # new blocks go last: the earlier blocks' frames stay bit for bit
     unknown = sorted(k for k, v in params.items() if isinstance(v, dict) and k not in known)
     if unknown:
         raise ValueError(f"unknown argon blocks {unknown}; known: {list(known)}")
