@@ -225,3 +225,23 @@ def test_tiny_periodic_training_lowers_the_loss_and_its_stress_term_is_the_strai
             sq += np.sum((fd - ds.stress[i]) ** 2)
         assert t[7] == 18
         assert float(t[6]) == pytest.approx(sq, rel=1e-5), (float(t[6]), sq)
+
+
+def test_extra_data_paths_are_appended_before_the_split(frames, tmp_path):
+    """``[data] extra_paths``: further files join the main one (in order) with cells and stress."""
+    from efa_calc.train.config import load_train_config
+    from efa_calc.train.trainer import _read_data
+
+    write(tmp_path / "main.extxyz", frames[:4])
+    write(tmp_path / "more.extxyz", frames[4:])
+    (tmp_path / "cfg.toml").write_text('[data]\npath = "main.extxyz"\nextra_paths = ["more.extxyz"]\nsplit = [4, 2, 0]\n'
+                                       '[model]\nnum_features = 8\nnum_iterations = 1\ncutoff = 6.0\n[training]\nsteps = 1\n')
+    cfg = load_train_config(tmp_path / "cfg.toml")
+    assert cfg.extra_data_paths == ((tmp_path / "more.extxyz").resolve(),)
+    ds = _read_data(cfg)
+    ref = Dataset.from_atoms(frames)
+    assert len(ds) == 6 and ds.is_periodic and ds.has_stress
+    np.testing.assert_array_equal(ds.energy, ref.energy)
+    for k in range(6):
+        np.testing.assert_allclose(ds.stress[k], ref.stress[k], rtol=0, atol=1e-15)
+        np.testing.assert_allclose(ds.cells[k], ref.cells[k], rtol=0, atol=0)

@@ -8,6 +8,7 @@
     split = [2800, 350, -1]                # train, valid, test (-1: the rest)
     seed = 0
     include = { n_carbons = [3, 5, 7] }    # optional: keep frames whose info matches
+    extra_paths = ["../data/more.extxyz"]  # optional: further files, appended before the split
 
     [model]                                # ModelConfig fields
     num_features = 32
@@ -109,6 +110,7 @@ class TrainConfig:
     export: Path | None = None
     _: dataclasses.KW_ONLY  # optional extras by keyword, so positional callers cannot mix them up
     include: dict | None = None
+    extra_data_paths: tuple = ()
     source: dict = dataclasses.field(default_factory=dict, compare=False)
 
 
@@ -134,5 +136,6 @@ def load_train_config(path: str | Path, **overrides) -> TrainConfig:
         training=training,
         export=(base / export).resolve() if export else None,
         include=data.get("include"),
+        extra_data_paths=tuple((base / p).resolve() for p in data.get("extra_paths", [])),
         source=raw,
     )

@@ -127,6 +127,17 @@ def _compiled_steps(cfg: ModelConfig, slots: int, o: TrainingOptions, periodic: 
     return _Steps(schedule, optimizer, train_step, eval_totals, dat, rep)
 
 
+def _read_data(config: TrainConfig) -> Dataset:
+    """The config's data file, with its ``extra_paths`` appended (frames in file order)."""
+    ds = read_dataset(config.data_path)
+    if not config.extra_data_paths:
+        return ds
+    frames = ds.to_atoms()
+    for path in config.extra_data_paths:
+        frames += read_dataset(path).to_atoms()
+    return Dataset.from_atoms(frames)
+
+
 class Trainer:
     """Train one model described by a :class:`~efa_calc.train.config.TrainConfig`.
 
@@ -142,7 +153,7 @@ class Trainer:
         self.opts = config.training
         self.workdir = Path(workdir)
         self.progress = progress
-        self.ds = (dataset if dataset is not None else read_dataset(config.data_path)).select(config.include)
+        self.ds = (dataset if dataset is not None else _read_data(config)).select(config.include)
         self.periodic = self._check_periodic()
         self.train_idx, self.valid_idx, self.test_idx = split_indices(len(self.ds), config.split, config.split_seed)
         train_ds = self.ds.subset(self.train_idx)
@@ -319,7 +330,8 @@ class Trainer:
             "data": {"path": str(self.cfg.data_path), "sha256": file_sha256(self.cfg.data_path) if self.cfg.data_path.is_file() else None,
                      "num_frames": len(self.ds), "split": {"train": len(self.train_idx), "valid": len(self.valid_idx),
                                                             "test": len(self.test_idx)}, "split_seed": self.cfg.split_seed,
-                     "include": self.cfg.include, "periodic": self.periodic},
+                     "include": self.cfg.include, "periodic": self.periodic,
+                     "extra": [{"path": str(p), "sha256": file_sha256(p)} for p in self.cfg.extra_data_paths]},
             "training": dataclasses.asdict(self.opts),
             "git_commit": git_commit(),
             "hardware": f"{platform.machine()} {platform.processor() or ''} {os.cpu_count()} cores; jax {jax.__version__} "
