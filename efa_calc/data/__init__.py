@@ -13,6 +13,7 @@ from efa_calc.data.dataset import (
     Dataset,
     fit_energy_shift,
     read_dataset,
+    read_datasets,
     split_indices,
     write_dataset,
 )
@@ -21,6 +22,7 @@ from efa_calc.data.batches import BatchSampler, TrainingBatch
 __all__ = [
     "Dataset",
     "read_dataset",
+    "read_datasets",
     "write_dataset",
     "split_indices",
     "fit_energy_shift",

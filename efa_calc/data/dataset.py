@@ -21,7 +21,7 @@ from ase.data import chemical_symbols
 from efa_calc.checkpoint import EnergyShift
 from efa_calc.errors import InputError
 
-__all__ = ["Dataset", "read_dataset", "write_dataset", "split_indices", "fit_energy_shift"]
+__all__ = ["Dataset", "read_dataset", "read_datasets", "write_dataset", "split_indices", "fit_energy_shift"]
 
 
 @dataclasses.dataclass
@@ -219,6 +219,13 @@ def read_dataset(path: str | Path) -> Dataset:
     from ase.io import read
 
     return Dataset.from_atoms(read(path, index=":"))
+
+
+def read_datasets(paths: Sequence[str | Path]) -> Dataset:
+    """One dataset of the frames of every file in ``paths``, in order (one file: :func:`read_dataset`)."""
+    if len(paths) == 1:
+        return read_dataset(paths[0])
+    return Dataset.from_atoms([a for p in paths for a in read_dataset(p).to_atoms()])
 
 
 def write_dataset(ds: Dataset, path: str | Path) -> None:

@@ -43,7 +43,7 @@ import optax
 from tqdm.auto import tqdm
 
 from efa_calc.checkpoint import Checkpoint, file_sha256, git_commit, save_checkpoint
-from efa_calc.data import BatchSampler, Dataset, fit_energy_shift, read_dataset, split_indices
+from efa_calc.data import BatchSampler, Dataset, fit_energy_shift, read_datasets, split_indices
 from efa_calc.data.batches import TrainingBatch
 from efa_calc.nn.batch import Batch
 from efa_calc.errors import InputError
@@ -129,13 +129,7 @@ def _compiled_steps(cfg: ModelConfig, slots: int, o: TrainingOptions, periodic: 
 
 def _read_data(config: TrainConfig) -> Dataset:
     """The config's data file, with its ``extra_paths`` appended (frames in file order)."""
-    ds = read_dataset(config.data_path)
-    if not config.extra_data_paths:
-        return ds
-    frames = ds.to_atoms()
-    for path in config.extra_data_paths:
-        frames += read_dataset(path).to_atoms()
-    return Dataset.from_atoms(frames)
+    return read_datasets([config.data_path, *config.extra_data_paths])
 
 
 class Trainer:
