@@ -56,6 +56,18 @@ def test_tiny_generation_end_to_end(tmp_path):
     assert {a.info["charge"] for a in frames if a.info["kind"] == "defect"} == {-1, 0}  # vacancy_Na, antisite
 
 
+def test_lammps_md_does_not_depend_on_earlier_instances():
+    """The same NaCl MD input gives the same trajectory bit for bit, fresh or after a slab and a melt ran in
+    this process (with a zero-tilt prism box it moved by ~1e-9 Å, and once lost atoms in CI)."""
+    from efa_calc.generate.nacl import run_md
+
+    vacancy = lambda: with_defect(rocksalt(5.64, (2, 2, 1)), "vacancy_Na", np.random.default_rng(0))  # noqa: E731
+    fresh = run_md(vacancy(), TINY, 300.0, 1, 0.05, 12345)[0].positions
+    run_md(slab(5.64, "001", (1, 1), 2, 10.0), TINY, 300.0, 1, 0.05, 7)
+    run_md(rocksalt(5.64, (2, 2, 2)), TINY, 1300.0, 1, 0.05, 7, 3000.0, 0.5)
+    np.testing.assert_array_equal(run_md(vacancy(), TINY, 300.0, 1, 0.05, 12345)[0].positions, fresh)
+
+
 def test_builders_make_the_planned_cells():
     """(001) and (110) slabs are neutral with neutral planes (non-polar) and a vacuum gap; defects have the charge."""
     rng = np.random.default_rng(0)
