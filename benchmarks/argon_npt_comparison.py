@@ -9,7 +9,7 @@ error of the model or of our NPT.  Runs (each a separate process, so they can ru
 * ``--run jax``:    ``efa-md run npt --engine jax`` (jax-md's ``npt_nose_hoover``);
 * ``--run lammps``: LAMMPS integrates (``fix npt``, Nosé–Hoover), efa-calc supplies energy,
   forces and virial through ``fix external`` (:mod:`efa_calc.interfaces.lammps`);
-* ``--run bias``:   relabels every 5th production frame of the ASE run with LAMMPS's LJ and
+* ``--run bias``:   relabels every 5th production frame of the ASE (or ``--bias-run jax``) run with LAMMPS's LJ and
   measures the model's pressure error along the NPT trajectory (model − LJ virial pressure,
   bar), the quantity that shifts the model's NPT density;
 * ``--run summary``: collects what exists into ``benchmarks/results/argon_npt_comparison.json``
@@ -126,13 +126,13 @@ def run_lammps(out: Path, args) -> None:
 
 
 def pressure_bias(args) -> dict:
-    """Model − LJ virial pressure (bar), energy (meV/atom) and mean |ΔF| (meV/Å) on ASE-run frames."""
+    """Model − LJ virial pressure (bar), energy (meV/atom) and mean |ΔF| (meV/Å) on ``--bias-run`` frames."""
     from efa_calc import EFACalculator
     from efa_calc.generate.lammps_labeller import LammpsLabeller
 
     lab = LammpsLabeller(["pair_style lj/smooth/linear 8.5", "pair_coeff * * 0.010323 3.405"], ["Ar"], {"Ar": MASS})
     every = int(round(args.equilibration_ps / SAMPLE_PS))
-    frames = read(args.work / "ase" / "run" / "trajectory.extxyz", f"{every}::5")
+    frames = read(args.work / args.bias_run / "run" / "trajectory.extxyz", f"{every}::5")
     calc = EFACalculator("argon-local", dtype="float64", guard="off")
     rows = []
     for f in frames:
@@ -142,7 +142,7 @@ def pressure_bias(args) -> dict:
         dp = (-np.mean(a.get_stress()[:3]) + np.mean(stress[:3])) / units.bar
         rows.append((dp, (a.get_potential_energy() - e) / len(a) * 1e3, np.abs(a.get_forces() - forces).mean() * 1e3))
     r = np.array(rows)
-    out = {"frames": len(r), "pressure_bias_bar": float(r[:, 0].mean()),
+    out = {"engine": args.bias_run, "frames": len(r), "pressure_bias_bar": float(r[:, 0].mean()),
            "pressure_bias_se_bar": float(r[:, 0].std(ddof=1) / np.sqrt(len(r))),
            "energy_bias_meV_per_atom": float(r[:, 1].mean()), "force_mae_meV_A": float(r[:, 2].mean())}
     (args.work / "pressure_bias.json").write_text(json.dumps(out, indent=1) + "\n")
@@ -184,7 +184,7 @@ def summary(args) -> dict:
                              "wall_s": float(wall.read_text()) if wall.exists() else None}
     bias = args.work / "pressure_bias.json"
     if bias.exists():
-        out["model_pressure_bias_along_ase_trajectory"] = json.loads(bias.read_text())
+        out["model_pressure_bias_along_trajectory"] = json.loads(bias.read_text())
     shifted = sorted(RESULTS.glob("lammps_argon_npt_*bar.json"))
     for path in shifted:  # LAMMPS's LJ at 1 atm + the model's pressure bias: what the bias alone predicts
         r = json.loads(path.read_text())
@@ -221,6 +221,7 @@ def main(argv=None) -> int:
     p.add_argument("--production-ps", type=float, default=100.0)
     p.add_argument("--dtype", default="float32", choices=("float32", "float64"))
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--bias-run", choices=("ase", "jax"), default="ase", help="whose frames --run bias relabels")
     args = p.parse_args(argv)
     if args.work is None:
         args.work = ROOT / "benchmarks" / "runs" / f"argon_npt{_suffix(args)}"

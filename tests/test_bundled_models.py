@@ -5,7 +5,6 @@ recomputed here from the held-out reference data shipped in models/data."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import jax
 import numpy as np
@@ -16,16 +15,9 @@ from efa_calc.checkpoint import load_checkpoint
 from efa_calc.data import read_dataset
 from efa_calc.evaluation import scan_report
 from efa_calc.structures import cumulene, sn2_complex
+from bundled import MODELS, bundled_model
 
-MODELS = Path(__file__).resolve().parents[1] / "models"
 FAMILY = {"cumulene-efa": "cumulene", "cumulene-local": "cumulene", "sn2-efa": "sn2", "sn2-local": "sn2"}
-
-
-def _bundled(name: str) -> Path:
-    path = MODELS / name
-    if not (path / "config.json").is_file():
-        pytest.skip(f"{name} is not bundled yet (efa-calc train models/configs/{name}.toml)")
-    return path
 
 
 def _evaluation() -> dict:
@@ -37,7 +29,7 @@ def _evaluation() -> dict:
 
 @pytest.mark.parametrize("name", sorted(FAMILY))
 def test_bundled_model_loads_by_name_and_is_complete(name):
-    path = _bundled(name)
+    path = bundled_model(name)
     assert name in list_models()
     size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
     assert size < 5e6, f"{name} is {size / 1e6:.1f} MB"
@@ -55,7 +47,7 @@ def test_bundled_model_loads_by_name_and_is_complete(name):
 
 def test_efa_and_local_controls_have_the_same_budget():
     for fam in ("cumulene", "sn2"):
-        efa, local = (load_checkpoint(_bundled(f"{fam}-{k}")) for k in ("efa", "local"))
+        efa, local = (load_checkpoint(bundled_model(f"{fam}-{k}")) for k in ("efa", "local"))
         assert efa.config.cutoff == local.config.cutoff
         assert efa.config.num_iterations == local.config.num_iterations
         n_efa, n_loc = (sum(np.size(v) for v in jax.tree_util.tree_leaves(c.params)) for c in (efa, local))
@@ -77,7 +69,7 @@ def _cumulene_scans():
 
 @pytest.mark.parametrize("name", ["cumulene-efa", "cumulene-local"])
 def test_cumulene_scan_errors_are_the_ones_the_card_quotes(name):
-    _bundled(name)
+    bundled_model(name)
     quoted = _evaluation()["cumulene"][name]
     ds, n, phi = _cumulene_scans()
     calc = EFACalculator(name)
@@ -105,7 +97,7 @@ def test_cumulene_efa_learns_the_odd_chain_torsion_and_local_cannot():
     models are trained on: EFA within 10 % of the barrier with its minimum at 90°; the
     local control, whose 3 × 4 Å receptive field does not span C9H4 or C11H4, ≥ 3× worse.
     (Even chains are outside the models' domain: see the model card.)"""
-    _bundled("cumulene-efa"), _bundled("cumulene-local")
+    bundled_model("cumulene-efa"), bundled_model("cumulene-local")
     ds, n, phi = _cumulene_scans()
     efa, local = EFACalculator("cumulene-efa"), EFACalculator("cumulene-local")
     sq = {"efa": [], "local": []}
@@ -126,7 +118,7 @@ def _sn2_test_data():
 
 def test_sn2_efa_reproduces_the_relaxed_path_near_the_transition_state():
     """Cl⁻ + CH3Br → ClCH3 + Br⁻ relaxed at PBE0/def2-SVPD (a path not in the training data)."""
-    _bundled("sn2-efa")
+    bundled_model("sn2-efa")
     ds, kinds = _sn2_test_data()
     idx = np.flatnonzero(kinds == "test_relaxed_path")
     r = _scan(EFACalculator("sn2-efa"), ds.subset(idx), [ds.info[i]["rc"] for i in idx])
@@ -137,7 +129,7 @@ def test_sn2_efa_reproduces_the_relaxed_path_near_the_transition_state():
 def test_sn2_efa_follows_the_ion_molecule_tail_the_local_model_cannot_see():
     """Cl⁻ pulled from CH3Br, d(C–Cl) = 3.5 … 12 Å.  Beyond ~5.5 Å no atom of CH3Br is
     within the 5 Å cutoff of Cl⁻: the local model is exactly flat there, PBE0 is not."""
-    _bundled("sn2-efa"), _bundled("sn2-local")
+    bundled_model("sn2-efa"), bundled_model("sn2-local")
     ds, kinds = _sn2_test_data()
     idx = np.flatnonzero(kinds == "test_pull")
     d = np.array([ds.info[i]["d_CX_A"] for i in idx])

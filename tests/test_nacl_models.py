@@ -9,7 +9,6 @@ LAMMPS label (an independent number: Tosi–Fumi + Ewald).  Units: eV, Å, meV/a
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,16 +16,9 @@ from ase.io import read
 
 from efa_calc import EFACalculator, list_models
 from efa_calc.checkpoint import load_checkpoint
+from bundled import MODELS, bundled_model
 
-MODELS = Path(__file__).resolve().parents[1] / "models"
 NAMES = ("nacl-efa", "nacl-local")
-
-
-def _bundled(name: str) -> Path:
-    path = MODELS / name
-    if not (path / "config.json").is_file():
-        pytest.skip(f"{name} is not bundled (efa-calc train models/configs/{name}.toml)")
-    return path
 
 
 def _evaluation() -> dict:
@@ -38,7 +30,7 @@ def _evaluation() -> dict:
 
 @pytest.mark.parametrize("name", NAMES)
 def test_nacl_model_is_periodic_and_its_card_quotes_the_evaluation(name):
-    ck = load_checkpoint(_bundled(name))
+    ck = load_checkpoint(bundled_model(name))
     assert name in list_models() and ck.periodic and set(ck.species) == {"Na", "Cl"}
     assert (ck.config.long_range is not None) == (name == "nacl-efa")
     errors = _evaluation()["models"][name]["errors"]
@@ -48,7 +40,7 @@ def test_nacl_model_is_periodic_and_its_card_quotes_the_evaluation(name):
 
 
 def test_nacl_control_has_the_same_budget():
-    efa, local = (load_checkpoint(_bundled(n)) for n in NAMES)
+    efa, local = (load_checkpoint(bundled_model(n)) for n in NAMES)
     assert efa.config.cutoff == local.config.cutoff and efa.config.num_iterations == local.config.num_iterations
     assert efa.provenance["training_steps"] == local.provenance["training_steps"]
     assert efa.provenance["data"]["sha256"] == local.provenance["data"]["sha256"]
@@ -58,7 +50,7 @@ def test_nacl_control_has_the_same_budget():
 
 @pytest.mark.parametrize("name", NAMES)
 def test_nacl_model_predicts_a_held_out_crystal_near_its_lammps_label(name):
-    _bundled(name)
+    bundled_model(name)
     path = MODELS / "data" / "nacl" / "nacl_tf_test.extxyz"
     if not path.is_file():
         pytest.skip("models/data/nacl/nacl_tf_test.extxyz missing")

@@ -50,6 +50,7 @@ from efa_calc.errors import InputError
 from efa_calc.nn.energy_model import energy_and_forces, energy_forces_stress, init_params
 from efa_calc.nn.config import ModelConfig
 from efa_calc.train.config import TrainConfig, TrainingOptions
+from efa_calc.train.curves import plot_learning_curves
 from efa_calc.nn.tensor import resolve_message_passing
 from efa_calc.train.initialisation import rescale_to_unit_outputs
 
@@ -315,7 +316,7 @@ class Trainer:
             bar.update(1)
         bar.close()
         self.wall_time = time.time() - t0
-        self._plot(state["history"])
+        plot_learning_curves(state["history"], self.cfg.name, self.workdir / "learning_curves.png")
         return state
 
     # ------------------------------------------------------------------ outputs
@@ -347,29 +348,6 @@ class Trainer:
         ck = Checkpoint(self.cfg.model, params, self.species, self.shift, {**self._provenance(), **extra}, self.cfg.name,
                         envelope=self.envelope(), periodic=self.periodic)
         save_checkpoint(ck, path, overwrite=True)
-
-    def _plot(self, history: list) -> None:
-        if not history:
-            return
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        steps = [h["step"] for h in history]
-        fig, ax = plt.subplots(1, 2, figsize=(10, 4))
-        ax[0].semilogy(steps, [h["valid_energy_mae_eV"] * 1e3 for h in history], "o-", label="validation MAE")
-        ax[0].semilogy(steps, [np.sqrt(h["train_mse_energy"]) * 1e3 for h in history], "s--", label="train batch RMSE")
-        ax[0].set(xlabel="step", ylabel="energy error (meV)", title=f"{self.cfg.name}: energies")
-        ax[1].semilogy(steps, [h["valid_forces_mae_eV_A"] * 1e3 for h in history], "o-", label="validation MAE")
-        ax[1].semilogy(steps, [np.sqrt(h["train_mse_forces"]) * 1e3 for h in history], "s--", label="train batch RMSE")
-        ax[1].set(xlabel="step", ylabel="force error (meV/Å)", title=f"{self.cfg.name}: forces")
-        for a in ax:
-            a.grid(True, which="both", alpha=0.3)
-            a.legend()
-        fig.tight_layout()
-        fig.savefig(self.workdir / "learning_curves.png", dpi=120)
-        plt.close(fig)
 
     def finish(self, state: dict) -> dict:
         """Evaluate the best checkpoint on the test split, write ``summary.json`` and export."""
