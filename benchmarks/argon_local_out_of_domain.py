@@ -89,7 +89,8 @@ def void_rows(runs: list[Path]) -> dict:
     out = {"lammps_lj_test_liquid": [voids(a) for a in read(ROOT / "models/data/argon/argon_lj_test.extxyz", ":")
                                      if a.info["kind"] == "liquid"][::4]}
     for run in runs:  # frames after the 10 ps (50 frames) of equilibration
-        out[f"model_npt:{run}"] = [voids(a) for a in read(run / "trajectory.extxyz", "50::30")]
+        name = run.resolve().relative_to(ROOT) if run.resolve().is_relative_to(ROOT) else run
+        out[f"model_npt:{name}"] = [voids(a) for a in read(run / "trajectory.extxyz", "50::30")]
     return out
 
 

@@ -12,6 +12,7 @@ error of the model or of our NPT.  Runs (each a separate process, so they can ru
 * ``--run bias``:   relabels every 5th production frame of the ASE (or ``--bias-run jax``) run with LAMMPS's LJ and
   measures the model's pressure error along the NPT trajectory (model − LJ virial pressure,
   bar), the quantity that shifts the model's NPT density;
+* ``--seed K`` (K ≠ 1) runs an engine again into ``<engine>_seed<K>``; the summary pools the seeds;
 * ``--run summary``: collects what exists into ``benchmarks/results/argon_npt_comparison.json``
   and ``docs/figures/argon_npt_comparison.png``.
 
@@ -168,7 +169,9 @@ def summary(args) -> dict:
            "runs": {}}
     e_gas = isolated_atom_energy(args.dtype)
     series = {}
-    for name in ("ase", "jax", "lammps"):
+    # ase, jax, jax_seed2, …, lammps: further seeds of an engine run in <engine>_seed<k> (--work …/<engine>_seed<k>)
+    names = sorted(d.name for d in args.work.iterdir() if d.is_dir()) if args.work.is_dir() else []
+    for name in names:
         s = read_series(args.work / name / ("series.csv" if name == "lammps" else "run/log.csv"))
         row = None if s is None else compare_density(s, args.equilibration_ps, rho_ref["mean"], rho_ref["se"])
         if row is None:
@@ -182,6 +185,17 @@ def summary(args) -> dict:
         out["runs"][name] = {**row, "heat_of_vaporization_kJ_mol": dh,
                              "se_heat_of_vaporization_kJ_mol": se_u * EV_TO_KJ_PER_MOL,
                              "wall_s": float(wall.read_text()) if wall.exists() else None}
+    for engine in ("ase", "jax"):  # independent seeds pooled by inverse variance
+        rows = [r for k, r in out["runs"].items() if k.split("_seed")[0] == engine]
+        if len(rows) > 1:
+            w = np.array([1 / r["se"] ** 2 for r in rows])
+            rho = float(np.sum(w * [r["density_g_cm3"] for r in rows]) / w.sum())
+            dh = float(np.sum(w * [r["heat_of_vaporization_kJ_mol"] for r in rows]) / w.sum())
+            out.setdefault("pooled", {})[engine] = {
+                "runs": len(rows), "density_g_cm3": rho, "se": float(w.sum() ** -0.5),
+                "relative_difference_to_lammps_lj": rho / rho_ref["mean"] - 1,
+                "difference_in_combined_se": (rho - rho_ref["mean"]) / float(np.hypot(w.sum() ** -0.5, rho_ref["se"])),
+                "heat_of_vaporization_kJ_mol": dh}
     bias = args.work / "pressure_bias.json"
     if bias.exists():
         out["model_pressure_bias_along_trajectory"] = json.loads(bias.read_text())
@@ -232,7 +246,7 @@ def main(argv=None) -> int:
     elif args.run == "lammps":
         run_lammps(args.work / "lammps", args)
     else:
-        run_efa_md(args.run, args.work / args.run, args)
+        run_efa_md(args.run, args.work / (args.run if args.seed == 1 else f"{args.run}_seed{args.seed}"), args)
     return 0
 
 
