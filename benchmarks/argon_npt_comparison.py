@@ -191,10 +191,11 @@ def summary(args) -> dict:
             w = np.array([1 / r["se"] ** 2 for r in rows])
             rho = float(np.sum(w * [r["density_g_cm3"] for r in rows]) / w.sum())
             dh = float(np.sum(w * [r["heat_of_vaporization_kJ_mol"] for r in rows]) / w.sum())
+            se = float(w.sum() ** -0.5)
             out.setdefault("pooled", {})[engine] = {
-                "runs": len(rows), "density_g_cm3": rho, "se": float(w.sum() ** -0.5),
+                "runs": len(rows), "density_g_cm3": rho, "se": se,
                 "relative_difference_to_lammps_lj": rho / rho_ref["mean"] - 1,
-                "difference_in_combined_se": (rho - rho_ref["mean"]) / float(np.hypot(w.sum() ** -0.5, rho_ref["se"])),
+                "difference_in_combined_se": (rho - rho_ref["mean"]) / float(np.hypot(se, rho_ref["se"])),
                 "heat_of_vaporization_kJ_mol": dh}
     bias = args.work / "pressure_bias.json"
     if bias.exists():

@@ -83,8 +83,8 @@ def setup_lammps_system(lmp, atoms: Atoms, species: Sequence[str], pair_commands
     boundary = " ".join("p" if p else "s" for p in pbc)
     # an orthogonal cell goes in as a block: with a zero-tilt prism box, the same NaCl input gave results
     # that depended on earlier LAMMPS instances in the process (1e-9 Å, and once "Lost atoms" in CI);
-    # with a block box they are reproducible (tests/test_nacl_data.py::test_generation_is_reproducible...)
-    tilted = any(float(v) != 0.0 for v in prism.get_lammps_prism()[3:])
+    # with a block box they are reproducible (tests/test_nacl_data.py::test_lammps_md_does_not_depend_on_earlier_instances)
+    tilted = any(float(t) != 0.0 for t in (xy, xz, yz))
     region = (f"region box prism 0 {lx} 0 {ly} 0 {lz} {xy} {xz} {yz} units box" if tilted
               else f"region box block 0 {lx} 0 {ly} 0 {lz} units box")
     masses = masses or {}
