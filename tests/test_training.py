@@ -264,6 +264,47 @@ def test_unit_output_initialisation_sets_every_layer_and_unlocks_torsion():
     assert np.mean(ratios) > 3e-2, ratios  # measured 0.004, 0.11, 0.24
 
 
+@pytest.mark.parametrize("kind", ["efa", "all_to_all", "latent_ewald"])
+def test_unit_output_initialisation_handles_every_long_range_block(kind):
+    """Every block's rescaled layers (e3x Dense per irrep, flax Dense on scalars) reach RMS 1 on the
+    batch; the readout 0.1 eV.  all_to_all's flax query/key once crashed the trainer's first step."""
+    import jax.numpy as jnp
+
+    from efa_calc.graphs.padding import pad_graphs
+    from efa_calc.graphs.neighbors import neighbor_pairs
+    from efa_calc.nn.energy_model import EnergyModel, init_params
+    from efa_calc.nn.long_range.all_to_all import AllToAllConfig
+    from efa_calc.nn.long_range.latent_ewald import LatentEwaldConfig
+    from efa_calc.structures import cumulene
+    from efa_calc.train.initialisation import layer_names, rescale_to_unit_outputs
+
+    lr = {"efa": TINY.long_range,
+          "all_to_all": AllToAllConfig(iterations=(0, 1), num_heads=2, qk_features=8, v_features=8, max_degree=1),
+          "latent_ewald": LatentEwaldConfig(iterations=(1,), num_charges=2)}[kind]
+    cfg = ModelConfig(num_features=8, num_iterations=2, cutoff=4.0, mp_max_degree=1, num_basis_functions=8,
+                      output_is_zero_at_init=False, long_range=lr)
+    frames = [cumulene(5, phi) for phi in (0.0, 60.0)]
+    b = pad_graphs([a.numbers for a in frames], [a.positions for a in frames],
+                   [neighbor_pairs(a.positions, cfg.cutoff) for a in frames], 16, 2 * 16 * 16, 3, dtype=np.float32)
+    batch = jax.tree_util.tree_map(jnp.asarray, b)
+    unit = rescale_to_unit_outputs(init_params(cfg, jax.random.PRNGKey(0), batch), cfg, batch, 16, energy_rms=0.1)
+    _, state = EnergyModel(cfg).apply(unit, batch, capture_intermediates=True, mutable=["intermediates"])
+    mask = np.asarray(batch.node_mask)
+    checked = set()
+    for name in layer_names(cfg):
+        node = state["intermediates"]
+        for part in name.split("/"):
+            node = node[part]
+        if name.startswith("message_pass_"):
+            continue  # per irrep: test_unit_output_initialisation_sets_every_layer_and_unlocks_torsion
+        out = np.asarray(node["__call__"][0], np.float64)[mask]
+        rms = np.sqrt(np.mean(out**2))
+        assert rms == pytest.approx(0.1 if name == "readout" else 1.0, rel=1e-3), (name, rms)
+        checked.add(name)
+    assert {f"long_range_{t}/{layer}" for t in lr.iterations for layer in ("query", "key", "value")
+            if kind != "latent_ewald"} <= checked
+
+
 def test_select_keeps_frames_by_info_and_refuses_unknown_keys():
     rng = np.random.default_rng(1)
     numbers = [np.array([6, 1]) for _ in range(6)]

@@ -18,7 +18,8 @@ for every irrep (parity p, degree ℓ), because e3x keeps one matrix per irrep:
 * ``embed``: the embedding table → RMS ``feature_rms``;
 * ``message_pass_t``: the tensor-product kernel slice of each output irrep;
 * every ``Dense`` (e3x's parameters; MLPs, EFA query/key/value, long-range projection): the kernel
-  (and scalar bias) of each irrep;
+  (and scalar bias) of each irrep; a flax ``nn.Dense`` on the scalars (all_to_all's query/key):
+  its one kernel and bias;
 * ``readout``: the per-atom energy → RMS ``energy_rms`` (eV).
 
 Only parameter *values* change (same tree, same architecture), so checkpoints trained
@@ -136,6 +137,11 @@ def rescale_to_unit_outputs(
                 value = rms(out[..., r, ell * ell : (ell + 1) ** 2, :])
                 if value > min_rms:
                     kernel[:, :, :, :, r, ell, :] *= feature_rms / value
+        elif "kernel" in _get(tree, name):  # flax Dense on scalars (all_to_all's query/key): one matrix
+            value = rms(captured["__call__"][0])
+            if value > min_rms:
+                for leaf in _get(tree, name).values():
+                    leaf *= feature_rms / value
         else:  # Dense (e3x's parameters): one weight matrix (and bias) per irrep ('0+', '1-', ...)
             layer = _get(tree, name)
             out = np.asarray(captured["__call__"][0])  # (..., P, (L+1)², G)
