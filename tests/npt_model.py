@@ -34,3 +34,14 @@ def argon_box(repeat: int = 2, a: float = 5.6, seed: int = 0, rattle: float = 0.
     atoms = bulk("Ar", "fcc", a=a, cubic=True).repeat(repeat)
     atoms.rattle(rattle, seed=seed)
     return atoms
+
+
+def write_slab(directory, structure) -> str:
+    """The structure file ``structure`` with pbc (True, True, False), written to ``directory``; its path."""
+    from ase.io import read, write
+
+    atoms = read(structure)
+    atoms.pbc = (True, True, False)
+    path = str(directory / "slab.extxyz")
+    write(path, atoms)
+    return path

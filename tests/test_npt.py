@@ -17,7 +17,7 @@ from ase.io import read, write
 from md_protocols import protocols
 from md_protocols.common import SettingError, execute
 from md_protocols.engines.outputs import frames_text
-from npt_model import argon_box, argon_checkpoint
+from npt_model import argon_box, argon_checkpoint, write_slab
 
 
 def _log(path):
@@ -175,10 +175,7 @@ def test_box_guard_stops_an_expanding_gas_resumably(tmp_path, argon):
 def test_bad_npt_input_is_refused_before_any_work(tmp_path, argon, change, match):
     kw = _npt(argon)
     if change.pop("nonperiodic", False):
-        atoms = read(argon["structure"])
-        atoms.pbc = (True, True, False)
-        write(tmp_path / "slab.extxyz", atoms)
-        kw["structure"] = str(tmp_path / "slab.extxyz")
+        kw["structure"] = write_slab(tmp_path, argon["structure"])
     with pytest.raises(SettingError, match=match):
         execute(protocols()["npt"], tmp_path / "x", steps=3, **{**kw, **change})
     assert not (tmp_path / "x").exists()

@@ -20,7 +20,7 @@ from efa_calc import EFACalculator  # noqa: E402
 from md_protocols import protocols  # noqa: E402
 from md_protocols.common import SettingError, execute  # noqa: E402
 from md_protocols.dynamics import initial_velocities  # noqa: E402
-from npt_model import CUTOFF, argon_box, argon_checkpoint  # noqa: E402
+from npt_model import CUTOFF, argon_box, argon_checkpoint, write_slab  # noqa: E402
 
 
 def _log(path):
@@ -226,22 +226,17 @@ def test_bad_jax_npt_input_is_refused_before_any_work(tmp_path, argon, change, m
         write(tmp_path / "small.extxyz", argon_box(repeat=1))  # 5.6 Å < 2 × 4 Å
         kw["structure"] = str(tmp_path / "small.extxyz")
     if change.pop("nonperiodic", False):
-        atoms = read(argon["structure"])
-        atoms.pbc = (True, True, False)
-        write(tmp_path / "slab.extxyz", atoms)
-        kw["structure"] = str(tmp_path / "slab.extxyz")
+        kw["structure"] = write_slab(tmp_path, argon["structure"])
     with pytest.raises(SettingError, match=match):
         execute(protocols()["npt"], tmp_path / "x", steps=3, **{**kw, **change})
     assert not (tmp_path / "x").exists()
 
 
 def test_a_slab_on_the_jax_engine_is_refused_naming_the_ase_engine(tmp_path, argon):
-    atoms = read(argon["structure"])
-    atoms.pbc = (True, True, False)
-    write(tmp_path / "slab.extxyz", atoms)
+    slab = write_slab(tmp_path, argon["structure"])
     match = r"periodic in all three directions.*pbc=\[True, True, False\].*--engine ase"
     with pytest.raises(SettingError, match=match):
-        execute(protocols()["nvt"], tmp_path / "x", steps=3, **{**argon, "structure": str(tmp_path / "slab.extxyz")})
+        execute(protocols()["nvt"], tmp_path / "x", steps=3, **{**argon, "structure": slab})
     assert not (tmp_path / "x").exists()
 
 

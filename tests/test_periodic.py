@@ -15,6 +15,7 @@ from efa_calc.graphs.neighbors import periodic_pairs
 from efa_calc.graphs.padding import pad_graphs
 from efa_calc.nn.config import ModelConfig
 from efa_calc.nn.energy_model import init_params
+from periodic_checks import assert_joint_rotation_changes_nothing, assert_wrapping_changes_nothing
 
 CUTOFF = 4.0
 
@@ -86,26 +87,8 @@ def test_supercell_gives_8x_energy_same_forces_same_stress(model):
 
 def test_wrapping_and_joint_rotation_change_nothing(model):
     atoms = crystal(3)
-    e0, f0, s0 = evaluate(model, atoms)
-    wrapped = atoms.copy()
-    wrapped.positions[2] += 2 * atoms.cell[0] - atoms.cell[1] + 3 * atoms.cell[2]
-    e1, f1, _ = evaluate(model, wrapped)
-    assert abs(e1 - e0) < 1e-10 * abs(e0)
-    np.testing.assert_allclose(f1, f0, atol=1e-10)
-    rot = _rotation(0.7, [1.0, -2.0, 0.5])
-    turned = atoms.copy()
-    turned.set_cell(atoms.cell.array @ rot.T, scale_atoms=False)
-    turned.positions = atoms.positions @ rot.T
-    e2, f2, s2 = evaluate(model, turned)
-    assert abs(e2 - e0) < 1e-10 * abs(e0)
-    np.testing.assert_allclose(f2, f0 @ rot.T, atol=1e-9)
-    np.testing.assert_allclose(s2, rot @ s0 @ rot.T, atol=1e-10)
-
-
-def _rotation(angle, axis):
-    from scipy.spatial.transform import Rotation
-
-    return Rotation.from_rotvec(angle * np.asarray(axis) / np.linalg.norm(axis)).as_matrix()
+    assert_wrapping_changes_nothing(lambda a: evaluate(model, a), atoms)
+    assert_joint_rotation_changes_nothing(lambda a: evaluate(model, a), atoms)
 
 
 def test_stress_is_the_strain_derivative_of_the_energy(model):

@@ -23,6 +23,7 @@ from efa_calc.nn.config import ModelConfig
 from efa_calc.nn.energy_model import energy_forces_stress, init_params
 from efa_calc.nn.long_range import BLOCKS, with_reciprocal_grid
 from efa_calc.nn.long_range.latent_ewald import COULOMB_EV_A, LatentEwaldConfig, latent_coulomb_energies
+from periodic_checks import assert_joint_rotation_changes_nothing, assert_wrapping_changes_nothing
 
 MADELUNG_ROCKSALT = 1.747564594633  # per ion pair, nearest-neighbour distance
 MADELUNG_SC = 2.837297479480  # a point charge in a simple cubic lattice with a neutralising background
@@ -70,21 +71,8 @@ def evaluate(ckpt, atoms: Atoms):
 def test_wrapping_and_joint_rotation_change_nothing(model):
     _, ckpt = model
     atoms = crystal(1)
-    e0, f0, s0 = evaluate(ckpt, atoms)
-    wrapped = atoms.copy()
-    wrapped.positions[2] += 2 * atoms.cell[0] - atoms.cell[1] + 3 * atoms.cell[2]
-    e1, f1, s1 = evaluate(ckpt, wrapped)
-    assert abs(e1 - e0) < 1e-12 * abs(e0), (e1, e0)
-    np.testing.assert_allclose(f1, f0, atol=1e-10)
-    np.testing.assert_allclose(s1, s0, atol=1e-12)
-    rot = Rotation.from_rotvec(0.7 * np.array([1.0, -2.0, 0.5]) / np.sqrt(5.25)).as_matrix()
-    turned = atoms.copy()
-    turned.set_cell(atoms.cell.array @ rot.T, scale_atoms=False)
-    turned.positions = atoms.positions @ rot.T
-    e2, f2, s2 = evaluate(ckpt, turned)
-    assert abs(e2 - e0) < 1e-10 * abs(e0), (e2, e0)
-    np.testing.assert_allclose(f2, f0 @ rot.T, atol=1e-9)
-    np.testing.assert_allclose(s2, rot @ s0 @ rot.T, atol=1e-10)
+    assert_wrapping_changes_nothing(lambda a: evaluate(ckpt, a), atoms, energy_rtol=1e-12, stress_atol=1e-12)
+    assert_joint_rotation_changes_nothing(lambda a: evaluate(ckpt, a), atoms)
 
 
 def test_stress_is_the_strain_derivative_of_the_energy(model):

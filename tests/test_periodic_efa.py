@@ -18,6 +18,7 @@ from efa_calc.graphs.padding import pad_graphs
 from efa_calc.nn.config import EFAConfig, ModelConfig
 from efa_calc.nn.energy_model import init_params
 from efa_calc.nn.long_range import reciprocal as rec
+from periodic_checks import assert_joint_rotation_changes_nothing
 
 LAMBDA = 1.5  # Å
 
@@ -75,12 +76,6 @@ def evaluate(model, atoms: Atoms):
     atoms.calc = EFACalculator(model, dtype="float64", guard="off")
     stress = atoms.get_stress(voigt=False) if atoms.pbc.any() else None
     return atoms.get_potential_energy(), atoms.get_forces(), stress
-
-
-def _rotation(angle, axis):
-    from scipy.spatial.transform import Rotation
-
-    return Rotation.from_rotvec(angle * np.asarray(axis) / np.linalg.norm(axis)).as_matrix()
 
 
 def test_kernel_transform_is_the_fourier_transform_of_the_damped_kernel():
@@ -149,16 +144,7 @@ def test_supercell_gives_8x_energy_same_forces_same_stress(model):
 
 
 def test_joint_rotation_of_cell_and_positions_changes_nothing(model):
-    atoms = crystal(4)
-    e0, f0, s0 = evaluate(model, atoms)
-    rot = _rotation(0.9, [1.0, -2.0, 0.5])
-    turned = atoms.copy()
-    turned.set_cell(atoms.cell.array @ rot.T, scale_atoms=False)
-    turned.positions = atoms.positions @ rot.T
-    e1, f1, s1 = evaluate(model, turned)
-    assert abs(e1 - e0) < 1e-10 * abs(e0)
-    np.testing.assert_allclose(f1, f0 @ rot.T, atol=1e-9)
-    np.testing.assert_allclose(s1, rot @ s0 @ rot.T, atol=1e-10)
+    assert_joint_rotation_changes_nothing(lambda a: evaluate(model, a), crystal(4), angle=0.9)
 
 
 def test_stress_is_the_strain_derivative_of_the_energy(model):
