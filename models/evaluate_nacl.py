@@ -1,24 +1,27 @@
 """Evaluate the NaCl models (issue 25) on the held-out Tosi–Fumi test split, per kind of frame.
 
-    python models/evaluate_nacl.py        # needs models/nacl-efa, models/nacl-local, models/data/nacl
+    python models/evaluate_nacl.py        # needs models/nacl-{efa,local,all-to-all,latent-ewald}, models/data/nacl
+    python models/evaluate_nacl.py --models nacl-latent-ewald   # one model; the others kept from the JSON
 
 Models, trained on equal terms (same data, cutoff, two iterations, steps, seed and about the
-same parameter count; ``models/configs/nacl-*.toml``):
+same parameter count; ``models/configs/nacl-*.toml``; all four bundled in ``models/``):
 
-* ``nacl-efa``           periodic EFA (bundled);
-* ``nacl-local``         no long-range block, widened to the same parameter count (bundled);
-* ``nacl-all-to-all``    AllScAIP-style attention with minimum image (``runs/nacl-all-to-all/export``);
-* ``nacl-latent-ewald``  latent charges + jax-pme Ewald (``runs/nacl-latent-ewald/export``).
+* ``nacl-efa``           periodic EFA;
+* ``nacl-local``         no long-range block, widened to the same parameter count (the control);
+* ``nacl-all-to-all``    AllScAIP-style attention with minimum image;
+* ``nacl-latent-ewald``  one latent charge per ion + jax-pme P3M (latent Ewald summation, LES).
 
 A model that is absent is left out with a message.  Every frame of
 ``models/data/nacl/nacl_tf_test.extxyz`` (63 frames, 127–512 ions, other sizes and temperatures
 than training: crystal, melt, slab, defect) is evaluated one at a time in float64 with
 :class:`efa_calc.EFACalculator` and compared with LAMMPS's labels (``born/coul/long 9.0`` +
 ``ewald 1e-6``).  Errors (MAE and RMSE): energy per ion (meV/atom), force components (meV/Å),
-stress components (eV/Å³, ASE's sign).  Groups: every kind, ``bulk`` (crystal + melt) and all.
+stress components (eV/Å³, ASE's sign), and the mean signed energy error (bias, meV/atom).
+Groups: every kind, ``bulk`` (crystal + melt), all, and the defect kinds apart
+(``defect:vacancy_Na`` charge −1, ``defect:vacancy_Cl`` +1, ``defect:antisite`` 0).
 
-Writes ``models/nacl_evaluation.json``, ``docs/figures/nacl_errors.png`` and the model cards
-``models/nacl-efa/README.md`` and ``models/nacl-local/README.md``.
+Writes ``models/nacl_evaluation.json``, ``docs/figures/nacl_errors.png`` and the four model
+cards ``models/nacl-*/README.md``.
 """
 
 from __future__ import annotations
@@ -40,9 +43,7 @@ from efa_calc.checkpoint import load_checkpoint  # noqa: E402
 from efa_calc.evaluation import error_metrics  # noqa: E402
 
 TEST = HERE / "data" / "nacl" / "nacl_tf_test.extxyz"
-MODELS = {"nacl-efa": HERE / "nacl-efa", "nacl-local": HERE / "nacl-local",
-          "nacl-all-to-all": ROOT / "runs" / "nacl-all-to-all" / "export",
-          "nacl-latent-ewald": ROOT / "runs" / "nacl-latent-ewald" / "export"}
+MODELS = {name: HERE / name for name in ("nacl-efa", "nacl-local", "nacl-all-to-all", "nacl-latent-ewald")}
 KINDS = ("crystal", "melt", "slab", "defect")
 #: issue 25's acceptance: bulk energy MAE of nacl-efa, and nacl-local / nacl-efa on slabs and defects.
 BULK_ENERGY_BOUND_MEV = 1.0
@@ -54,6 +55,8 @@ def groups(frames) -> dict[str, list[int]]:
     out = {k: [i for i, x in enumerate(kind) if x == k] for k in KINDS}
     out["bulk"] = out["crystal"] + out["melt"]
     out["all"] = list(range(len(frames)))
+    for i in out["defect"]:  # the defect kinds apart: vacancy_Na (charge -1), vacancy_Cl (+1), antisite (0)
+        out.setdefault(f"defect:{frames[i].info['defect']}", []).append(i)
     return out
 
 
@@ -75,15 +78,20 @@ def summarise(frames, pred) -> dict:
         res[g] = {"num_frames": len(idx),
                   "energy_mae_meV_atom": 1e3 * m["energy_per_atom_eV"]["mae"],
                   "energy_rmse_meV_atom": 1e3 * m["energy_per_atom_eV"]["rmse"],
+                  "energy_bias_meV_atom": 1e3 * float(np.mean([(pred[i]["energy"] - frames[i].get_potential_energy())
+                                                               / len(frames[i]) for i in idx])),
                   "forces_mae_meV_A": 1e3 * m["forces_eV_A"]["mae"], "forces_rmse_meV_A": 1e3 * m["forces_eV_A"]["rmse"],
                   "stress_mae_eV_A3": m["stress_eV_A3"]["mae"], "stress_rmse_eV_A3": m["stress_eV_A3"]["rmse"]}
     return res
 
 
-def evaluate() -> dict:
+def evaluate(names=tuple(MODELS), previous: dict | None = None) -> dict:
+    """Errors of the models ``names``; the other models' entries are kept from ``previous``."""
     frames = read(TEST, ":")
-    res: dict = {"units": "energy meV/atom, forces meV/A, stress eV/A^3 (MAE, RMSE); float64", "models": {}}
-    for name, path in MODELS.items():
+    res: dict = {"units": "energy meV/atom, forces meV/A, stress eV/A^3 (MAE, RMSE); float64",
+                 "models": {k: v for k, v in (previous or {}).get("models", {}).items() if k in MODELS and k not in names}}
+    for name in names:
+        path = MODELS[name]
         if not (path / "config.json").is_file():
             print(f"{name}: not trained ({path} has no config.json); left out")
             continue
@@ -92,7 +100,7 @@ def evaluate() -> dict:
                                "block": ck.config.long_range.kind if ck.config.long_range else "local",
                                "errors": summarise(frames, predict(path, frames))}
         print(name, json.dumps({g: round(v["energy_mae_meV_atom"], 3) for g, v in res["models"][name]["errors"].items()}))
-    m = res["models"]
+    res["models"] = m = {k: res["models"][k] for k in MODELS if k in res["models"]}  # the fixed order
     if "nacl-efa" in m and "nacl-local" in m:
         efa, loc = m["nacl-efa"]["errors"], m["nacl-local"]["errors"]
         ratio = {k: loc[k]["energy_mae_meV_atom"] / efa[k]["energy_mae_meV_atom"] for k in ("slab", "defect")}
@@ -135,15 +143,28 @@ def table(res: dict) -> list[str]:
                    f"| {e['stress_mae_eV_A3']:.2e} |" for name, r in res["models"].items() for g, e in r["errors"].items()]
 
 
+def _block_description(lr) -> str:
+    """One line on the long-range block of a NaCl model card."""
+    if lr is None:
+        return "no long-range block: it cannot see charges beyond ~2 × 6 Å, its control role"
+    where = f"in iterations {list(lr.iterations)}"
+    if lr.kind == "efa":
+        return (f"periodic EFA {where} (λ = {lr.periodic_smoothing} Å, reciprocal tolerance "
+                f"{lr.reciprocal_tolerance:g}, {lr.qk_features} query/key and {lr.v_features} value features; "
+                "docs/periodic.md)")
+    if lr.kind == "all_to_all":
+        return (f"all_to_all attention {where} over every ion of the cell, minimum-image sinc distance bias "
+                f"({lr.num_heads} heads, {lr.qk_features} query/key and {lr.v_features} value features; AllScAIP)")
+    return (f"latent Ewald summation {where}: {lr.num_charges} latent charge(s) per ion, Gaussian width "
+            f"σ = {lr.smearing} Å, jax-pme {lr.method.upper()} (LES; docs/periodic.md)")
+
+
 def write_model_card(name: str, res: dict) -> Path:
     ck = load_checkpoint(MODELS[name])
     p, cfg = ck.provenance, ck.config
     tr = p["training"]
     lr = cfg.long_range
-    block = ("no long-range block: it cannot see charges beyond ~2 × 6 Å, its control role"
-             if lr is None else f"periodic EFA in iterations {list(lr.iterations)} (λ = {lr.periodic_smoothing} Å, "
-             f"reciprocal tolerance {lr.reciprocal_tolerance:g}, {lr.qk_features} query/key and {lr.v_features} value "
-             "features; docs/periodic.md)")
+    block = _block_description(lr)
     acc = res.get("acceptance", {})
     lines = [
         f"# {name}", "",
@@ -182,13 +203,21 @@ def write_model_card(name: str, res: dict) -> Path:
     return path
 
 
-def main() -> None:
-    res = evaluate()
-    (HERE / "nacl_evaluation.json").write_text(json.dumps(res, indent=1) + "\n")
+def main(argv=None) -> None:
+    import argparse
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--models", nargs="+", choices=list(MODELS), default=list(MODELS),
+                    help="evaluate only these; the others are kept from models/nacl_evaluation.json")
+    args = ap.parse_args(argv)
+    out = HERE / "nacl_evaluation.json"
+    previous = json.loads(out.read_text()) if out.is_file() else None
+    res = evaluate(args.models, previous)
+    out.write_text(json.dumps(res, indent=1) + "\n")
     plot(res, ROOT / "docs" / "figures" / "nacl_errors.png")
     print("\n".join(table(res)))
     print("acceptance:", json.dumps(res.get("acceptance"), indent=1))
-    for name in ("nacl-efa", "nacl-local"):
+    for name in MODELS:
         if name in res["models"]:
             print("model card:", write_model_card(name, res))
 
