@@ -79,7 +79,8 @@ def reference_stress(atoms):
 
 def _errors(d: np.ndarray) -> dict:
     d = np.asarray(d, np.float64).ravel()
-    return {"mae": float(np.mean(np.abs(d))), "rmse": float(np.sqrt(np.mean(d**2))), "count": int(d.size)}
+    return {"mae": float(np.mean(np.abs(d))), "rmse": float(np.sqrt(np.mean(d**2))), "mean": float(np.mean(d)),
+            "count": int(d.size)}
 
 
 def evaluate_frames(calc, frames, batch_size: int = 16, progress: bool = True) -> list[dict]:
@@ -101,7 +102,8 @@ def error_metrics(frames, predictions: list[dict], energy_key: str = "energy", f
     Returns ``{"num_frames", "energy_eV" (per frame), "energy_per_atom_eV", "forces_eV_A"
     (per component), "forces_per_element_eV_A": {symbol: ...}}`` and, for periodic frames
     with a reference stress, ``"stress_eV_A3"`` (per Voigt component), each with ``mae``,
-    ``rmse`` and ``count``; empty dict when no frame carries reference energies or forces.
+    ``rmse``, ``mean`` (the signed mean error, prediction − reference) and ``count``;
+    empty dict when no frame carries reference energies or forces.
     """
     de, de_atom, df, df_el, ds = [], [], [], {}, []
     for a, p in zip(frames, predictions):

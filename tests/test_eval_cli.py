@@ -96,3 +96,22 @@ def test_version(capsys):
     from efa_calc import __version__
 
     assert exc.value.code == 0 and capsys.readouterr().out.strip() == f"efa-calc {__version__}"
+
+
+def test_error_metrics_report_the_signed_mean_error():
+    """mean = prediction − reference averaged (a bias), next to MAE and RMSE; per atom for energies."""
+    from ase import Atoms
+    from ase.calculators.singlepoint import SinglePointCalculator
+
+    from efa_calc.evaluation import error_metrics
+
+    frames, preds = [], []
+    for n, offset in [(2, 0.3), (4, -0.1)]:
+        a = Atoms("H" * n, positions=np.arange(3 * n, dtype=float).reshape(n, 3))
+        a.calc = SinglePointCalculator(a, energy=1.0, forces=np.zeros((n, 3)))
+        frames.append(a)
+        preds.append({"energy": 1.0 + offset, "forces": np.full((n, 3), offset)})
+    m = error_metrics(frames, preds)
+    assert m["energy_eV"]["mean"] == pytest.approx(0.1) and m["energy_eV"]["mae"] == pytest.approx(0.2)
+    assert m["energy_per_atom_eV"]["mean"] == pytest.approx((0.15 - 0.025) / 2)
+    assert m["forces_eV_A"]["mean"] == pytest.approx((6 * 0.3 - 12 * 0.1) / 18)
